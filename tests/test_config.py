@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import pytest
+
+from chatbot.config import Settings
+from chatbot.errors import SettingsError
+
+
+def test_defaults_match_the_design():
+    settings = Settings.from_env({})
+    assert settings.qdrant_path == Path(".ragtune/qdrant")
+    assert settings.collection == "kb"
+    assert settings.top_k == 4
+    assert settings.qdrant_url is None and settings.embed_model is None and settings.llm_model is None
+
+
+def test_every_setting_is_read_from_its_variable(tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    settings = Settings.from_env(
+        {
+            "RAG_QDRANT_PATH": str(tmp_path / "q"),
+            "RAG_QDRANT_URL": "http://localhost:6333",
+            "RAG_QDRANT_API_KEY": "secret",
+            "RAG_COLLECTION": "docs_v2",
+            "RAG_EMBED_MODEL": str(model_dir),
+            "RAG_LLM_MODEL": "HuggingFaceTB/SmolLM2-360M-Instruct",
+            "RAG_LLM_BASE_URL": "https://llm.example.com/v1",
+            "RAG_ADAPTERS_DIR": str(tmp_path / "adapters"),
+            "RAG_CACHE_DIR": str(tmp_path / "cache"),
+            "RAG_TOP_K": " 8 ",
+        }
+    )
+    assert settings.qdrant_path == tmp_path / "q"
+    assert settings.collection == "docs_v2"
+    assert settings.embed_model == str(model_dir)
+    assert settings.llm_model == "HuggingFaceTB/SmolLM2-360M-Instruct"
+    assert settings.cache_dir == tmp_path / "cache"
+    assert settings.top_k == 8
+    assert settings.describe()["RAG_QDRANT_API_KEY"] == "***"
+
+
+def test_empty_values_count_as_unset():
+    assert Settings.from_env({"RAG_TOP_K": "", "RAG_QDRANT_URL": "  "}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "allowed"),
+    [
+        ("RAG_TOP_K", "-3", "from 1 to 50"),
+        ("RAG_TOP_K", "0", "from 1 to 50"),
+        ("RAG_TOP_K", "five", "whole number"),
+        ("RAG_TOP_K", "500", "from 1 to 50"),
+        ("RAG_COLLECTION", "my docs!", "letters, digits"),
+        ("RAG_QDRANT_URL", "localhost:6333", "http://"),
+        ("RAG_LLM_BASE_URL", "ftp://models", "http://"),
+        ("RAG_EMBED_MODEL", "/no/such/model", "existing local model directory"),
+        ("RAG_LLM_MODEL", "./missing-model", "existing local model directory"),
+    ],
+)
+def test_a_bad_value_names_the_variable_the_value_and_what_is_allowed(variable, value, allowed):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({variable: value})
+    message = str(caught.value)
+    assert message.startswith(f"{variable}={value.strip()} is not allowed")
+    assert allowed in message
+    assert "\n" not in message
+
+
+def test_api_key_without_a_server_is_refused():
+    with pytest.raises(SettingsError, match="RAG_QDRANT_API_KEY.*RAG_QDRANT_URL"):
+        Settings.from_env({"RAG_QDRANT_API_KEY": "k"})
+
+
+def test_a_misspelled_setting_is_caught_but_unrelated_rag_variables_are_not():
+    with pytest.raises(SettingsError, match="RAG_TOPK is not a ragtune setting: did you mean RAG_TOP_K"):
+        Settings.from_env({"RAG_TOPK": "3"})
+    assert Settings.from_env({"RAG_SOMETHING_ELSE": "x"}) == Settings()
+
+
+def test_settings_are_frozen_and_validated_when_built_in_code():
+    settings = Settings()
+    with pytest.raises(AttributeError):
+        settings.top_k = 3  # type: ignore[misc]
+    with pytest.raises(SettingsError, match="RAG_TOP_K"):
+        Settings(top_k=True)

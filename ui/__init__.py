@@ -1,0 +1,1 @@
+"""The Streamlit pages: thin views over `chatbot`. Only this package imports streamlit."""
