@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(BIN)/python -m chatbot
+	$(BIN)/rag-ingest $(KB)
 	$(BIN)/streamlit run ui/app.py
 
 test: setup

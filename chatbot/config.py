@@ -52,7 +52,11 @@ class Settings:
         for name in ("embed_model", "llm_model"):
             value = getattr(self, name)
             if value is not None and _looks_like_path(value) and not Path(value).expanduser().is_dir():
-                _fail(name, value, "an existing local model directory, or a model id already in the local Hugging Face cache")
+                _fail(
+                    name,
+                    value,
+                    "an existing local model directory, or a model id already in the local Hugging Face cache",
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -113,4 +117,3 @@ def _reject_misspelled(environ: Mapping[str, str]) -> None:
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
             if close:
                 raise SettingsError(f"{name} is not a ragtune setting: did you mean {close[0]}?")
-

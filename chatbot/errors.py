@@ -15,3 +15,19 @@ class SettingsError(RagtuneError):
 
 class ModelNotFoundError(RagtuneError):
     """A model could not be found locally (missing package or bad path)."""
+
+
+class StoreError(RagtuneError):
+    """The vector store cannot be used as asked (locked, unreachable, missing collection)."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the local Qdrant folder."""
+
+
+class FingerprintMismatchError(StoreError):
+    """The collection was built with another embedding model or chunker."""
+
+
+class LoadError(RagtuneError):
+    """A file could not be read as a document; the message is the reason and the fix."""

@@ -13,10 +13,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,17 +58,52 @@ def _package_dir(package: tuple[str, str], setting: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def embed_model_path(settings: Settings) -> str:
-    """The embedding model to load: `RAG_EMBED_MODEL`, or the bundled all-MiniLM-L6-v2."""
+def embed_model_path(settings: Settings) -> Path:
+    """The embedding model's folder: `RAG_EMBED_MODEL`, or the bundled all-MiniLM-L6-v2."""
     if settings.embed_model:
-        return settings.embed_model
+        return local_model_dir(settings.embed_model, "RAG_EMBED_MODEL")
     path = _package_dir(EMBED_PACKAGE, "RAG_EMBED_MODEL") / "model"
     if not (path / "config.json").is_file():
         raise ModelNotFoundError(
             f"{EMBED_PACKAGE[0]} is installed but has no model files in {path}: "
             f"reinstall it with `pip install --force-reinstall {EMBED_PACKAGE[0]}`."
         )
-    return str(path)
+    return path
+
+
+def local_model_dir(value: str, setting: str) -> Path:
+    """A setting's model as a local folder: the folder itself, or an id's snapshot in the local HF cache."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download  # no torch; local_files_only never touches the network
+
+    try:
+        return Path(snapshot_download(value, local_files_only=True))
+    except OSError as error:
+        raise ModelNotFoundError(
+            f"{setting}={value} is neither a local directory nor a model in the local Hugging Face cache: "
+            "point it at a model folder (nothing is downloaded), or unset it to use the bundled model."
+        ) from error
+
+
+def embed_token_counter(settings: Settings) -> tuple[Callable[[str], int], int]:
+    """Count text in the embedding model's tokens (no special tokens), and the model's window."""
+    path = embed_model_path(settings)
+    from tokenizers import Tokenizer  # the Rust tokenizer alone: no torch needed to cut chunks
+
+    if not (path / "tokenizer.json").is_file():
+        raise ModelNotFoundError(f"{path} has no tokenizer.json: the chunker needs a fast tokenizer file there.")
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    config = path / "sentence_bert_config.json"
+    window = json.loads(config.read_text()).get("max_seq_length", 256) if config.is_file() else 256
+
+    def count_tokens(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    return count_tokens, window
 
 
 def embed_model_name(settings: Settings) -> str:
@@ -81,7 +118,7 @@ def load_embeddings(settings: Settings) -> Embeddings:
 
     try:
         return HuggingFaceEmbeddings(
-            model=path,
+            model=str(path),
             model_kwargs={"local_files_only": True},
             encode_kwargs={"normalize_embeddings": True},
         )
@@ -155,15 +192,15 @@ def convert_gguf(gguf_file: Path, target: Path) -> None:
 def load_generator(settings: Settings) -> LocalModel:
     """The generator: `RAG_LLM_MODEL` (a local HF causal-LM folder or cached id), or bundled SmolLM2."""
     if settings.llm_model:
-        name, source = settings.llm_model, settings.llm_model
+        name, source = settings.llm_model, local_model_dir(settings.llm_model, "RAG_LLM_MODEL")
     else:
         name, (source, _) = BUNDLED_LLM_NAME, ensure_generator_cache(settings)
     from transformers import AutoModelForCausalLM, AutoTokenizer  # imports torch
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
-    except OSError as error:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as error:  # transformers says "not a model folder" with either
         raise ModelNotFoundError(
             f"RAG_LLM_MODEL={source} could not be loaded ({_first_line(error)}): point it at a local "
             "Hugging Face causal-LM directory, or unset it to use the bundled SmolLM2."
@@ -175,4 +212,3 @@ def load_generator(settings: Settings) -> LocalModel:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-

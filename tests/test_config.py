@@ -68,7 +68,7 @@ def test_a_bad_value_names_the_variable_the_value_and_what_is_allowed(variable, 
 
 
 def test_api_key_without_a_server_is_refused():
-    with pytest.raises(SettingsError, match="RAG_QDRANT_API_KEY.*RAG_QDRANT_URL"):
+    with pytest.raises(SettingsError, match=r"RAG_QDRANT_API_KEY.*RAG_QDRANT_URL"):
         Settings.from_env({"RAG_QDRANT_API_KEY": "k"})
 
 

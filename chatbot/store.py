@@ -1,0 +1,191 @@
+"""The one module that talks to Qdrant: local folder, in-memory, or server, same code path.
+
+A collection holds one point per chunk, with a named dense vector and a named
+sparse (keyword) vector. Its metadata carries two small records: the embedding
+*fingerprint* (model, dimension, chunker settings) that every writer must match,
+and the *manifest* (source -> content hash, root, chunk count) that makes
+re-ingestion incremental. Keeping both inside the collection means they travel
+with it to a server and can never disagree with a side file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+
+from chatbot.config import Settings
+from chatbot.errors import FingerprintMismatchError, StoreError, StoreLockedError
+
+DENSE = "dense"
+SPARSE = "sparse"
+MANIFEST_KEY = "ragtune_manifest"
+FINGERPRINT_KEY = "ragtune_fingerprint"
+UPDATED_KEY = "ragtune_updated"
+
+
+def open_client(settings: Settings, *, location: str | None = None) -> QdrantClient:
+    """A Qdrant client for the settings: server if `RAG_QDRANT_URL`, else the local folder (or `location`)."""
+    if location is not None:
+        return QdrantClient(location=location)
+    if settings.qdrant_url:
+        return QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+    try:
+        return QdrantClient(path=str(settings.qdrant_path))
+    except RuntimeError as error:
+        if "already accessed" not in str(error):
+            raise
+        raise StoreLockedError(
+            f"The local Qdrant store {settings.qdrant_path} is in use by another process (probably the "
+            "running app): local mode allows one process per folder. Stop the app and run again, re-ingest "
+            "from the app's Knowledge base page, or use a Qdrant server (RAG_QDRANT_URL)."
+        ) from error
+
+
+@dataclass(frozen=True)
+class ChunkPoint:
+    """One chunk ready to store: its id, vectors and payload."""
+
+    id: str
+    dense: Sequence[float]
+    sparse: tuple[list[int], list[float]]
+    payload: dict[str, Any]
+
+
+class Store:
+    """One collection in one Qdrant client."""
+
+    def __init__(self, client: QdrantClient, collection: str) -> None:
+        self.client = client
+        self.collection = collection
+
+    @classmethod
+    def open(cls, settings: Settings, collection: str | None = None) -> Store:
+        """Open the configured store and collection (the collection may not exist yet)."""
+        return cls(open_client(settings), collection or settings.collection)
+
+    def close(self) -> None:
+        """Release the client (and the local folder's lock)."""
+        self.client.close()
+
+    def exists(self) -> bool:
+        """Whether the collection has been created."""
+        return self.client.collection_exists(self.collection)
+
+    def _metadata(self) -> dict[str, Any]:
+        return self.client.get_collection(self.collection).config.metadata or {}
+
+    def fingerprint(self) -> dict[str, Any] | None:
+        """The fingerprint the collection was built with, or None if it has none."""
+        return self._metadata().get(FINGERPRINT_KEY) if self.exists() else None
+
+    def create(self, fingerprint: dict[str, Any]) -> None:
+        """Create the collection for vectors of `fingerprint["dim"]` dimensions."""
+        self.client.create_collection(
+            self.collection,
+            vectors_config={DENSE: models.VectorParams(size=fingerprint["dim"], distance=models.Distance.COSINE)},
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            metadata={FINGERPRINT_KEY: fingerprint, MANIFEST_KEY: {}},
+        )
+        with warnings.catch_warnings():
+            # A server needs the index for source filters and facets; local mode ignores it, and says so.
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            self.client.create_payload_index(self.collection, "source", models.PayloadSchemaType.KEYWORD)
+
+    def drop(self) -> None:
+        """Delete the collection and everything in it."""
+        self.client.delete_collection(self.collection)
+
+    def check_fingerprint(self, expected: dict[str, Any]) -> None:
+        """Raise if the collection was built with a different embedding model or chunker."""
+        found = self.fingerprint()
+        if found == expected:
+            return
+        built = "no ragtune fingerprint (not made by rag-ingest)" if found is None else describe_fingerprint(found)
+        raise FingerprintMismatchError(
+            f"Collection '{self.collection}' was built with {built}, but the current settings give "
+            f"{describe_fingerprint(expected)}. Ingest into a new collection (--collection NAME or "
+            "RAG_COLLECTION), or rebuild this one with `rag-ingest --recreate`."
+        )
+
+    def manifest(self) -> dict[str, dict[str, Any]]:
+        """source -> {"hash", "root", "chunks"} for every completely ingested source."""
+        return dict(self._metadata().get(MANIFEST_KEY, {})) if self.exists() else {}
+
+    def save_manifest(self, manifest: dict[str, dict[str, Any]]) -> None:
+        """Replace the manifest, and note when."""
+        updated = datetime.now(UTC).isoformat(timespec="seconds")
+        self.client.update_collection(self.collection, metadata={MANIFEST_KEY: manifest, UPDATED_KEY: updated})
+
+    def upsert(self, points: Iterable[ChunkPoint]) -> None:
+        """Write points (same id = overwrite, so a re-run never duplicates)."""
+        structs = [
+            models.PointStruct(
+                id=point.id,
+                vector={
+                    DENSE: list(point.dense),
+                    SPARSE: models.SparseVector(indices=point.sparse[0], values=point.sparse[1]),
+                },
+                payload=point.payload,
+            )
+            for point in points
+        ]
+        if structs:
+            self.client.upsert(self.collection, points=structs, wait=True)
+
+    def delete_sources(self, sources: Iterable[str]) -> None:
+        """Delete every chunk of the given sources."""
+        sources = sorted(set(sources))
+        if sources:
+            selector = models.FieldCondition(key="source", match=models.MatchAny(any=sources))
+            self.client.delete(self.collection, points_selector=models.Filter(must=[selector]), wait=True)
+
+    def stored_sources(self) -> dict[str, int]:
+        """source -> number of chunks actually stored (finds leftovers the manifest does not list)."""
+        if not self.exists():
+            return {}
+        hits = self.client.facet(self.collection, key="source", limit=1_000_000, exact=True).hits
+        return {str(hit.value): hit.count for hit in hits}
+
+    def stats(self) -> dict[str, Any]:
+        """What the collection holds: chunks, sources, how it was embedded, when it last changed."""
+        exists = self.exists()
+        metadata = self._metadata() if exists else {}
+        fingerprint = metadata.get(FINGERPRINT_KEY)
+        return {
+            "collection": self.collection,
+            "exists": exists,
+            "chunks": self.count(),
+            "sources": sorted(metadata.get(MANIFEST_KEY, {})),
+            "embedding": describe_fingerprint(fingerprint) if fingerprint else None,
+            "updated": metadata.get(UPDATED_KEY),
+        }
+
+    def count(self) -> int:
+        """Number of chunks stored."""
+        return self.client.count(self.collection, exact=True).count if self.exists() else 0
+
+
+def describe_fingerprint(fingerprint: dict[str, Any]) -> str:
+    """A short human description, e.g. 'all-MiniLM-L6-v2 (384-d), chunks of 254 tokens'."""
+    chunker = fingerprint.get("chunker", {})
+    return (
+        f"{fingerprint.get('embed_model')} ({fingerprint.get('dim')}-d), "
+        f"chunks of {chunker.get('chunk_tokens')} tokens with {chunker.get('overlap_tokens')} overlap"
+    )
+
+
+def ensure_collection(store: Store, fingerprint: dict[str, Any], *, recreate: bool = False) -> None:
+    """Create the collection if needed (or anew with `recreate`), then check its fingerprint."""
+    if recreate and store.exists():
+        store.drop()
+    if not store.exists():
+        store.create(fingerprint)
+    store.check_fingerprint(fingerprint)
+
+
+__all__ = ["ChunkPoint", "Store", "StoreError", "ensure_collection", "open_client"]
