@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.ragtune-setup
 KB     ?= data/kb
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test browser lint bench clean
 
 setup: $(STAMP)
 
@@ -25,8 +25,14 @@ demo: setup
 	$(BIN)/rag-ingest $(KB)
 	$(BIN)/streamlit run ui/app.py
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
+
+# The browser test drives the real app in Debian's Chromium (never a browser a tool downloads).
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null || echo "note: chromium is not installed; the browser test will be skipped"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,0 +1,93 @@
+"""Shared bits for the benchmarks: the machine description, a timer, markdown tables, argument parsing.
+
+Every benchmark prints the machine line next to its table because the numbers mean
+little without it: this project runs on small CPU boxes where a second process can
+halve the throughput, so the load average at the start is part of the line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+# Set before anything imports huggingface_hub: an accidental hub lookup must fail at once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_NOTE = (
+    "Taken on a shared 2-core machine: other work (another engineer's test run) may overlap, "
+    "and run-to-run noise of 5-10% is normal here, so ratios measured in the same run matter more than "
+    "absolute numbers."
+)
+PACKAGES = ("torch", "transformers", "sentence-transformers", "qdrant-client", "langchain-qdrant")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def ram_gib() -> float:
+    """Total memory in GiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 2**20
+    return 0.0
+
+
+def versions() -> dict[str, str]:
+    """Python and the versions of the packages that decide the numbers (read without importing them)."""
+    found = {"python": platform.python_version()}
+    for dist in PACKAGES:
+        try:
+            found[dist] = version(dist)
+        except PackageNotFoundError:
+            found[dist] = "not installed"
+    return found
+
+
+def machine_line() -> str:
+    """One line: CPU, cores, RAM, load average now, and versions."""
+    cores = len(os.sched_getaffinity(0))
+    packages = ", ".join(f"{name} {value}" for name, value in versions().items())
+    load = os.getloadavg()[0]
+    return f"{cpu_model()}, {cores} cores, {ram_gib():.0f} GiB RAM, load avg {load:.2f}; {packages}"
+
+
+def timed(function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """Call `function` and return its result and the wall seconds it took."""
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    """`--quick` and `--out PATH` (where run.py collects the markdown section)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--out", type=Path, help="also write the markdown section to this file")
+    return parser.parse_args()
+
+
+def emit(section: str, out: Path | None) -> None:
+    """Print the markdown section, and write it to `out` if given."""
+    print(section, flush=True)
+    if out is not None:
+        out.write_text(section + "\n")
