@@ -179,13 +179,4 @@ def describe_fingerprint(fingerprint: dict[str, Any]) -> str:
     )
 
 
-def ensure_collection(store: Store, fingerprint: dict[str, Any], *, recreate: bool = False) -> None:
-    """Create the collection if needed (or anew with `recreate`), then check its fingerprint."""
-    if recreate and store.exists():
-        store.drop()
-    if not store.exists():
-        store.create(fingerprint)
-    store.check_fingerprint(fingerprint)
-
-
-__all__ = ["ChunkPoint", "Store", "StoreError", "ensure_collection", "open_client"]
+__all__ = ["ChunkPoint", "Store", "StoreError", "open_client"]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbot import sparse
 from chatbot.errors import LoadError
-from chatbot.store import ChunkPoint, Store, ensure_collection
+from chatbot.store import ChunkPoint, Store
 from ingest.loaders import SUPPORTED_SUFFIXES, load_file
 from ingest.split import ChunkerSettings, TokenCounter, embed_text, split_documents
 
@@ -147,6 +147,10 @@ def run_ingest(
 
     present = {item.source for item in files}
     report.removed = sorted(s for s, entry in manifest.items() if entry.get("root") in scopes and s not in present)
+    if not recreate:
+        # Chunks no manifest entry accounts for: left by a run that was killed before listing them.
+        pending = {item.source for item in to_write}
+        report.removed = sorted({*report.removed, *(set(store.stored_sources()) - set(manifest) - pending)})
     documents: list[Document] = []
     for done, item in enumerate(to_write, 1):
         progress("load", done, len(to_write))
@@ -159,13 +163,13 @@ def run_ingest(
         documents.extend(loaded)
     chunks = split_documents(documents, count_tokens, chunker)
     report.chunks = len(chunks)
-    if dry_run:
-        report.seconds = time.perf_counter() - started
-        return report
 
-    writing = {item.source: item for item in to_write if item.source in {*report.added, *report.changed}}
-    if writing or report.removed or recreate or store.exists():
-        _write(store, manifest, writing, hashes, report.removed, chunks, load_embeddings, expected, recreate, progress)
+    if not dry_run:
+        if recreate and store.exists():
+            store.drop()
+        writing = {item.source: item for item in to_write if item.source in {*report.added, *report.changed}}
+        if writing or report.removed:
+            _write(store, manifest, writing, hashes, report.removed, chunks, load_embeddings, expected, progress)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -179,20 +183,18 @@ def _write(
     chunks: list[Document],
     load_embeddings: Callable[[], Embeddings],
     expected: dict[str, Any],
-    recreate: bool,
     progress: Progress,
 ) -> None:
-    embeddings = load_embeddings() if chunks or not store.exists() or recreate else None
-    if embeddings is not None and (recreate or not store.exists()):
-        ensure_collection(store, {**expected, "dim": len(embeddings.embed_query("dimension probe"))}, recreate=recreate)
+    embeddings = load_embeddings() if chunks else None
+    if embeddings is not None and not store.exists():
+        store.create({**expected, "dim": len(embeddings.embed_query("dimension probe"))})
     if not store.exists():
         return
     # Unlist before deleting: a file is listed only while all of its chunks are stored.
-    leftovers = set(store.stored_sources()) - set(manifest)
     for source in [*removed, *writing]:
         manifest.pop(source, None)
     store.save_manifest(manifest)
-    store.delete_sources({*removed, *writing, *leftovers})
+    store.delete_sources({*removed, *writing})
 
     totals = Counter(chunk.metadata["source"] for chunk in chunks)
     remaining = totals.copy()

@@ -76,11 +76,12 @@ def test_first_ingest_stores_every_chunk_with_its_metadata(tmp_path, store):
 def test_unchanged_reingest_embeds_and_writes_nothing(tmp_path, store):
     root = write_tree(tmp_path / "kb", PAGES)
     ingest(root, store)
-    before = points(store)
+    before, updated = points(store), store.stats()["updated"]
     embeddings = FakeEmbeddings()
 
     report = ingest(root, store, embeddings)
 
+    assert store.stats()["updated"] == updated  # not even the manifest was rewritten
     assert sorted(report.unchanged) == sorted(PAGES)
     assert report.added == report.changed == report.removed == [] and report.chunks == 0
     assert embeddings.calls == []
@@ -204,6 +205,20 @@ def test_an_ingest_killed_between_batches_ends_exact_after_a_rerun(tmp_path, mon
     assert store.count() == expected.count()
     assert set(store.manifest()) == set(PAGES)
     store.close()
+
+
+def test_chunks_of_a_killed_run_whose_file_was_then_deleted_are_removed(tmp_path, store, monkeypatch):
+    monkeypatch.setattr(pipeline, "BATCH_SIZE", 2)
+    root = write_tree(tmp_path / "kb", PAGES)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(root, store, FakeEmbeddings(fail_on_call=3))
+    assert "setup/install.md" in store.stored_sources() and "setup/install.md" not in store.manifest()
+    (root / "setup/install.md").unlink()
+
+    report = ingest(root, store)
+
+    assert report.removed == ["setup/install.md"]
+    assert set(store.stored_sources()) == set(store.manifest()) == {"billing.md", "notes.txt"}
 
 
 def test_a_locked_local_store_fails_at_once_with_the_way_out(tmp_path):
