@@ -19,12 +19,13 @@ from typing import Any
 # Set before anything imports huggingface_hub: an accidental hub lookup must fail at once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")  # loaders' progress bars would bury the tables
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_NOTE = (
-    "Taken on a shared 2-core machine: other work (another engineer's test run) may overlap, "
-    "and run-to-run noise of 5-10% is normal here, so ratios measured in the same run matter more than "
-    "absolute numbers."
+    "Taken on a shared 2-core machine while other work (another engineer's test run) may overlap: "
+    "single timings move by 10-40% between runs here (the raw encode before/after spread shows how much), "
+    "so read ratios measured in the same run, not absolute numbers, and a ratio only to within that spread."
 )
 PACKAGES = ("torch", "transformers", "sentence-transformers", "qdrant-client", "langchain-qdrant")
 
