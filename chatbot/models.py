@@ -1,8 +1,9 @@
 """Locate and load the models with no network: the bundled ones, or local ones from settings.
 
 The bundled generator ships as a GGUF file. transformers can read GGUF, but
-reading it (mostly parsing its vocabulary and rebuilding the tokenizer) costs ~35 s on two cores, so the first load converts it once to a
-plain safetensors folder under `RAG_CACHE_DIR`; later loads read that (<1 s).
+reading it (mostly parsing its vocabulary and rebuilding the tokenizer) costs
+~35 s on two cores, so the first load converts it once to a plain safetensors
+folder under `RAG_CACHE_DIR`; later loads read that (<1 s).
 Every load passes `local_files_only=True`: nothing here may reach a model hub.
 torch, transformers and sentence-transformers are imported inside the functions
 that need them, so importing this module stays cheap.
