@@ -31,3 +31,15 @@ class FingerprintMismatchError(StoreError):
 
 class LoadError(RagtuneError):
     """A file could not be read as a document; the message is the reason and the fix."""
+
+
+class CollectionMissingError(StoreError):
+    """The collection does not exist yet, or holds nothing: run rag-ingest first."""
+
+
+class AdapterNotFoundError(RagtuneError):
+    """A LoRA adapter was asked for by a name that is not loaded."""
+
+
+class InvalidOptionError(RagtuneError):
+    """An option has a value outside its choices (strategy, retrieval mode, ...)."""
