@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from hashlib import blake2b
+from typing import Any
 
 from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field
+
+from chatbot.errors import AdapterNotFoundError
 
 
 class FakeEmbeddings(Embeddings):
@@ -41,3 +49,53 @@ class FakeEmbeddings(Embeddings):
 def count_words(text: str) -> int:
     """A token counter for tests: one token per word or punctuation mark."""
     return len(re.findall(r"\w+|[^\w\s]", text))
+
+
+class WordTokenizer:
+    """The two tokenizer calls the engine makes, one token per word."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[str]:
+        return text.split()
+
+    def decode(self, ids: list[str]) -> str:
+        return " ".join(ids)
+
+
+class FakeChatModel(BaseChatModel):
+    """A chat model that replies from a script, word by word, and records every call."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    replies: list[str] = Field(default_factory=lambda: ["Refunds take 5 days [1]."])
+    adapters: tuple[str, ...] = ()
+    calls: list[dict[str, Any]] = Field(default_factory=list)
+    context_window: int = 4096
+    max_new_tokens: int = 64
+    tokenizer: Any = Field(default_factory=WordTokenizer)
+    model: Any = None
+
+    @property
+    def _llm_type(self) -> str:
+        return "fake-chat"
+
+    def count_tokens(self, messages: list[BaseMessage]) -> int:
+        return sum(len(str(message.content).split()) + 2 for message in messages)
+
+    def render(self, messages: list[BaseMessage]) -> str:
+        return "\n".join(f"<{message.type}>\n{message.content}" for message in messages)
+
+    def _reply(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> str:
+        adapter = kwargs.get("adapter")
+        if adapter is not None and adapter not in self.adapters:
+            raise AdapterNotFoundError(f"No adapter named {adapter!r} is loaded.")
+        self.calls.append({"messages": messages, **kwargs})
+        return self.replies[(len(self.calls) - 1) % len(self.replies)]
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        reply = self._reply(messages, {"stop": stop, **kwargs})
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
+
+    def _stream(self, messages, stop=None, run_manager=None, **kwargs) -> Iterator[ChatGenerationChunk]:
+        words = self._reply(messages, {"stop": stop, **kwargs}).split(" ")
+        for index, word in enumerate(words):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=word if index == 0 else " " + word))

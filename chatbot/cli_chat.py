@@ -1,0 +1,112 @@
+"""`rag-chat [QUESTION]`: one answer, or an interactive loop without a question.
+
+Exit codes: 0 answered, 1 the engine refused (no collection, unknown adapter...),
+2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from chatbot.config import Settings
+from chatbot.errors import RagtuneError, SettingsError
+from chatbot.prompts import Strategy
+
+if TYPE_CHECKING:
+    from chatbot.engine import Answer, ChatEngine
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag-chat", description="Ask the knowledge base a question.")
+    parser.add_argument("question", nargs="?", help="the question (omit it for an interactive chat)")
+    parser.add_argument("--no-retrieval", dest="use_retrieval", action="store_false", help="answer without the KB")
+    adapter = parser.add_mutually_exclusive_group()
+    adapter.add_argument("--adapter", metavar="NAME", help="answer with this LoRA adapter")
+    adapter.add_argument("--no-adapter", dest="adapter", action="store_const", const=None, help="the base model")
+    parser.add_argument("--strategy", choices=[s.value for s in Strategy], default=Strategy.ZERO_SHOT.value)
+    parser.add_argument("--k", type=int, dest="top_k", help="passages to retrieve (default RAG_TOP_K)")
+    parser.add_argument("--mode", choices=["dense", "hybrid"], help="retrieval mode (default: hybrid)")
+    parser.add_argument("--no-abstain", dest="abstain", action="store_false", help="always generate, even when unsure")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per answer")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `rag-chat`."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.top_k is not None:
+            Settings(top_k=args.top_k)  # the same limits as RAG_TOP_K
+    except SettingsError as error:
+        print(f"rag-chat: {error}", file=sys.stderr)
+        return 2
+
+    from chatbot.engine import build_engine  # loads torch: only once the arguments are known good
+
+    engine = None
+    try:
+        engine = build_engine(settings)
+        if args.question:
+            ask(engine, args.question, [], args)
+        else:
+            chat_loop(engine, args)
+    except RagtuneError as error:
+        print(f"rag-chat: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if engine is not None:
+            engine.close()
+    return 0
+
+
+def ask(engine: ChatEngine, question: str, history: list[tuple[str, str]], args: argparse.Namespace) -> Answer:
+    """Answer one question: streamed to the terminal, or as one JSON object."""
+    options = {
+        "use_retrieval": args.use_retrieval,
+        "adapter": args.adapter,
+        "strategy": args.strategy,
+        "top_k": args.top_k,
+        "mode": args.mode,
+        "abstain": args.abstain,
+    }
+    answer = None
+    for item in engine.stream(question, history, **options):
+        if isinstance(item, str):
+            if not args.json:
+                print(item, end="", flush=True)
+        else:
+            answer = item
+    if args.json:
+        print(json.dumps(answer.to_json(), ensure_ascii=False))
+    else:
+        print()
+        for number, hit in enumerate(answer.sources, 1):
+            where = f"{hit.title} > {hit.section}" if hit.section else hit.title
+            print(f"  [{number}] {where} ({hit.source}, score {hit.score:.3f})")
+    return answer
+
+
+def chat_loop(engine: ChatEngine, args: argparse.Namespace) -> None:
+    """Read questions until end of input; each answer sees the conversation so far."""
+    history: list[tuple[str, str]] = []
+    while True:
+        try:
+            question = input("you> ").strip()
+        except EOFError:
+            print()
+            return
+        if question in ("exit", "quit"):
+            return
+        if question:
+            answer = ask(engine, question, history, args)
+            history += [("user", question), ("assistant", answer.text)]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

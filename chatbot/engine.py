@@ -1,0 +1,306 @@
+"""The chat engine that the page, the CLIs and the evaluation all call.
+
+One question flows condense -> retrieve -> prompt -> model -> parse, as LangChain
+runnables. Every lever is a per-call argument (`use_retrieval`, `adapter`,
+`strategy`, `top_k`), so one engine serves many sessions with different toggles;
+the only state it holds is the loaded models and the store.
+
+A 135M model does not abstain when told to, so abstention does not ask it: when
+retrieval is on and the best passage's cosine similarity to the question is below
+a threshold calibrated on the sample question set, the engine answers "I don't
+know" itself, shows what it found, and generates nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableLambda
+
+from chatbot.config import Settings
+from chatbot.errors import InvalidOptionError
+from chatbot.prompts import Examples, Passage, Strategy, build_messages, parse_strategy, split_reasoning
+from chatbot.retrieval import Hit, Retriever
+
+if TYPE_CHECKING:
+    from chatbot.generation import LocalChatModel
+
+# Top-hit cosine below which the sample set's unanswerable questions fall (bench/eval_retrieval.py).
+ABSTAIN_THRESHOLD = 0.35
+DONT_KNOW = "I don't know. The help centre does not seem to cover this."
+STOP = ["\nQuestion:", "<context>"]
+_FOLLOW_UP = re.compile(r"\b(it|its|that|this|those|these|they|them|there|one|same|instead|also)\b", re.IGNORECASE)
+
+History = Sequence[BaseMessage | tuple[str, str] | dict[str, str]]
+
+
+@dataclass
+class Answer:
+    """One answer, with everything needed to see how it was made."""
+
+    text: str
+    sources: list[Hit]
+    prompt: str
+    strategy: str
+    use_retrieval: bool
+    adapter: str | None
+    search_query: str
+    timings: dict[str, float] = field(default_factory=dict)
+    reasoning: str | None = None
+    abstained: bool = False
+    abstain_reason: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The `rag-chat --json` object."""
+        return {
+            "answer": self.text,
+            "sources": [hit.to_json() for hit in self.sources],
+            "strategy": self.strategy,
+            "use_retrieval": self.use_retrieval,
+            "adapter": self.adapter,
+            "prompt": self.prompt,
+            "timings": {name: round(seconds, 4) for name, seconds in self.timings.items()},
+            "search_query": self.search_query,
+            "reasoning": self.reasoning,
+            "abstained": self.abstained,
+            "abstain_reason": self.abstain_reason,
+            "usage": self.usage,
+        }
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """A LoRA adapter the engine can switch to, and its card."""
+
+    name: str
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+class ChatEngine:
+    """Answers questions over one collection with one generator; all toggles are per call."""
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        chat_model: LocalChatModel,
+        *,
+        examples: Examples | None = None,
+        abstain_threshold: float = ABSTAIN_THRESHOLD,
+        history_tokens: int = 512,
+        prompt_tokens: int = 2048,
+    ) -> None:
+        self.retriever = retriever
+        self.chat_model = chat_model
+        self.examples = examples or Examples.load()
+        self.abstain_threshold = abstain_threshold
+        self.history_tokens = history_tokens
+        self.prompt_tokens = prompt_tokens
+        self._prepare = (
+            RunnableLambda(self._condense, name="condense")
+            | RunnableLambda(self._retrieve, name="retrieve")
+            | RunnableLambda(self._prompt, name="prompt")
+        )
+
+    def close(self) -> None:
+        """Release the store (a local Qdrant folder is locked while open)."""
+        self.retriever.store.close()
+
+    def adapters(self) -> list[AdapterInfo]:
+        """The adapters loaded next to the base model (none until one is registered)."""
+        names = getattr(self.chat_model.model, "peft_config", {}) or {}
+        return [AdapterInfo(name) for name in names]
+
+    def answer(self, question: str, history: History = (), **options: Any) -> Answer:
+        """Answer one question (same options as `stream`)."""
+        *_, answer = self.stream(question, history, **options)
+        return answer
+
+    def stream(
+        self,
+        question: str,
+        history: History = (),
+        *,
+        use_retrieval: bool = True,
+        adapter: str | None = None,
+        strategy: str | Strategy = "zero-shot",
+        top_k: int | None = None,
+        mode: str | None = None,
+        sources: Sequence[str] | None = None,
+        abstain: bool = True,
+    ) -> Iterator[str | Answer]:
+        """Yield the answer's text as it is generated, then the final `Answer`."""
+        state = self._prepare.invoke(
+            {
+                "question": question,
+                "history": self._bounded_history(history),
+                "strategy": parse_strategy(strategy),
+                "use_retrieval": use_retrieval,
+                "top_k": top_k,
+                "mode": mode,
+                "sources": sources,
+                "abstain": abstain,
+                "timings": {},
+            }
+        )
+        answer = Answer(
+            text="",
+            sources=state["hits"],
+            prompt=state["prompt"],
+            strategy=state["strategy"].value,
+            use_retrieval=use_retrieval,
+            adapter=adapter,
+            search_query=state["search_query"],
+            timings=state["timings"],
+            abstained=state["abstain_reason"] is not None,
+            abstain_reason=state["abstain_reason"],
+        )
+        if answer.abstained:
+            answer.text = _dont_know(state["hits"])
+            yield answer.text
+        else:
+            yield from self._generate(state, answer)
+        yield answer
+
+    # -- the steps -------------------------------------------------------------------------
+
+    def _condense(self, state: dict[str, Any]) -> dict[str, Any]:
+        # A rule, not the model: a 135M model rewrites questions worse than it answers them.
+        # A short or pronoun-bearing follow-up is searched together with the previous question.
+        started = time.perf_counter()
+        question = state["question"].strip()
+        previous = next((m.content for m in reversed(state["history"]) if isinstance(m, HumanMessage)), None)
+        follow_up = previous and (len(question.split()) <= 4 or _FOLLOW_UP.search(question))
+        state["search_query"] = f"{previous} {question}" if follow_up else question
+        state["timings"]["condense"] = time.perf_counter() - started
+        return state
+
+    def _retrieve(self, state: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        state["hits"], state["abstain_reason"] = [], None
+        if state["use_retrieval"]:
+            hits = self.retriever.retrieve(
+                state["search_query"], k=state["top_k"], mode=state["mode"], sources=state["sources"]
+            )
+            state["hits"] = hits
+            if state["abstain"]:
+                state["abstain_reason"] = self._abstain_reason(hits)
+        state["timings"]["retrieve"] = time.perf_counter() - started
+        return state
+
+    def _abstain_reason(self, hits: list[Hit]) -> str | None:
+        if not hits:
+            return "retrieval found no passage"
+        best = max(hit.dense_score for hit in hits)
+        if best < self.abstain_threshold:
+            return f"best passage similarity {best:.2f} is below the threshold {self.abstain_threshold:.2f}"
+        return None
+
+    def _prompt(self, state: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        hits = list(state["hits"])
+        budget = min(self.prompt_tokens, self.chat_model.context_window - self.chat_model.max_new_tokens)
+        while True:
+            messages = self._messages(state, hits)
+            used = self.chat_model.count_tokens(messages)
+            if used <= budget:
+                break
+            if len(hits) > 1:
+                hits.pop()  # drop the lowest-ranked passage first
+            elif hits and hits[0].text:
+                hits[0] = replace(hits[0], text=self._cut_tokens(hits[0].text, used - budget))
+            else:
+                raise InvalidOptionError(
+                    f"The question and history take {used} tokens, over the prompt budget of {budget}: "
+                    "ask a shorter question or clear the chat."
+                )
+        state["hits"], state["messages"] = hits, messages
+        state["prompt"] = self.chat_model.render(messages)
+        state["timings"]["prompt"] = time.perf_counter() - started
+        return state
+
+    def _messages(self, state: dict[str, Any], hits: list[Hit]) -> list[BaseMessage]:
+        return build_messages(
+            state["question"],
+            [Passage(hit.title, hit.section, hit.text) for hit in hits],
+            strategy=state["strategy"],
+            examples=self.examples,
+            history=state["history"],
+            use_retrieval=state["use_retrieval"],
+        )
+
+    def _cut_tokens(self, text: str, excess: int) -> str:
+        # Cut on a token boundary (decode a prefix of the ids), a little more than needed,
+        # since re-tokenising the cut text can merge differently at the edge.
+        tokenizer = self.chat_model.tokenizer
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        return tokenizer.decode(ids[: max(len(ids) - excess - 8, 0)])
+
+    def _generate(self, state: dict[str, Any], answer: Answer) -> Iterator[str]:
+        started = time.perf_counter()
+        cot = state["strategy"] is Strategy.COT
+        text, shown, final = "", 0, None
+        for chunk in self.chat_model.stream(state["messages"], adapter=answer.adapter, stop=STOP):
+            final = chunk if final is None else final + chunk
+            if not chunk.content:
+                continue
+            answer.timings.setdefault("first_token", time.perf_counter() - started)
+            text += chunk.content
+            visible = _visible(text) if cot else text
+            if visible is not None and len(visible) > shown:
+                yield visible[shown:]
+                shown = len(visible)
+        answer.timings["generate"] = time.perf_counter() - started
+        answer.reasoning, answer.text = split_reasoning(text) if cot else (None, text.strip())
+        if cot and shown == 0 and answer.text:
+            yield answer.text  # the model never wrote "Answer:": show everything it wrote
+        if final is not None and final.usage_metadata:
+            answer.usage = dict(final.usage_metadata)
+
+    def _bounded_history(self, history: History) -> list[BaseMessage]:
+        messages = [_as_message(item) for item in history]
+        kept: list[BaseMessage] = []
+        total = 0
+        for message in reversed(messages):  # the most recent turns matter most
+            total += len(self.chat_model.tokenizer.encode(str(message.content), add_special_tokens=False))
+            if total > self.history_tokens:
+                break
+            kept.append(message)
+        return kept[::-1]
+
+
+def _visible(text: str) -> str | None:
+    """The part of a chain-of-thought reply the user sees so far: what follows 'Answer:'."""
+    marker = re.search(r"^\s*\**answer\**\s*:\s*", text, re.IGNORECASE | re.MULTILINE)
+    return None if marker is None else text[marker.end() :]
+
+
+def _as_message(item: BaseMessage | tuple[str, str] | dict[str, str]) -> BaseMessage:
+    if isinstance(item, BaseMessage):
+        return item
+    role, content = (item["role"], item["content"]) if isinstance(item, dict) else item
+    return HumanMessage(content) if role in ("user", "human") else AIMessage(content)
+
+
+def _dont_know(hits: list[Hit]) -> str:
+    if not hits:
+        return DONT_KNOW
+    found = "; ".join(
+        f"[{n}] {hit.title}" + (f" > {hit.section}" if hit.section else "") for n, hit in enumerate(hits[:3], 1)
+    )
+    return f"{DONT_KNOW} The closest pages I found: {found}."
+
+
+def build_engine(settings: Settings) -> ChatEngine:
+    """Load the models and open the store the settings name: the one way the page and CLIs get an engine."""
+    from chatbot.generation import build_chat_model  # imports torch
+    from chatbot.models import load_embeddings, load_generator
+    from chatbot.store import Store
+
+    retriever = Retriever(Store.open(settings), load_embeddings(settings), top_k=settings.top_k)
+    return ChatEngine(retriever, build_chat_model(load_generator(settings)))
