@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
-BATCH_SIZE = 256
+BATCH_SIZE = 64
 SPARSE_VERSION = "tf-idf-1"
 _POINT_NAMESPACE = uuid.UUID("6f1c3b52-9d1e-4a55-9f7a-2b0c5e8d7a10")
 
@@ -198,6 +198,9 @@ def _write(
 
     totals = Counter(chunk.metadata["source"] for chunk in chunks)
     remaining = totals.copy()
+    # Batches of similar length pad least (sentence-transformers does the same within a call);
+    # a file is listed once its last chunk is stored, whatever order they go in.
+    chunks = sorted(chunks, key=lambda chunk: len(embed_text(chunk)))
     # Writes run on one background thread while the next batch embeds (torch frees the GIL);
     # waiting for each write before queueing the next keeps them in order.
     with ThreadPoolExecutor(max_workers=1) as writer:

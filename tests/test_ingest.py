@@ -212,13 +212,14 @@ def test_chunks_of_a_killed_run_whose_file_was_then_deleted_are_removed(tmp_path
     root = write_tree(tmp_path / "kb", PAGES)
     with pytest.raises(KeyboardInterrupt):
         ingest(root, store, FakeEmbeddings(fail_on_call=3))
-    assert "setup/install.md" in store.stored_sources() and "setup/install.md" not in store.manifest()
-    (root / "setup/install.md").unlink()
+    unlisted = sorted(set(store.stored_sources()) - set(store.manifest()))
+    assert unlisted  # some file had chunks stored but was not complete
+    (root / unlisted[0]).unlink()
 
     report = ingest(root, store)
 
-    assert report.removed == ["setup/install.md"]
-    assert set(store.stored_sources()) == set(store.manifest()) == {"billing.md", "notes.txt"}
+    assert unlisted[0] in report.removed
+    assert set(store.stored_sources()) == set(store.manifest()) == set(PAGES) - {unlisted[0]}
 
 
 def test_a_locked_local_store_fails_at_once_with_the_way_out(tmp_path):
