@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from chatbot.config import Settings
-from chatbot.errors import FingerprintMismatchError, StoreError, StoreLockedError
+from chatbot.errors import CollectionMissingError, FingerprintMismatchError, StoreError, StoreLockedError
 
 DENSE = "dense"
 SPARSE = "sparse"
@@ -44,6 +45,16 @@ def open_client(settings: Settings, *, location: str | None = None) -> QdrantCli
             "running app): local mode allows one process per folder. Stop the app and run again, re-ingest "
             "from the app's Knowledge base page, or use a Qdrant server (RAG_QDRANT_URL)."
         ) from error
+
+
+@dataclass(frozen=True)
+class Match:
+    """A stored chunk a search found: its id, the search's score, its payload and dense vector."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+    dense: list[float]
 
 
 @dataclass(frozen=True)
@@ -92,9 +103,10 @@ class Store:
             metadata={FINGERPRINT_KEY: fingerprint, MANIFEST_KEY: {}},
         )
         with warnings.catch_warnings():
-            # A server needs the index for source filters and facets; local mode ignores it, and says so.
+            # A server needs indexes for source/section filters and facets; local mode ignores them, and says so.
             warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-            self.client.create_payload_index(self.collection, "source", models.PayloadSchemaType.KEYWORD)
+            for key in ("source", "section"):
+                self.client.create_payload_index(self.collection, key, models.PayloadSchemaType.KEYWORD)
 
     def drop(self) -> None:
         """Delete the collection and everything in it."""
@@ -169,6 +181,69 @@ class Store:
         """Number of chunks stored."""
         return self.client.count(self.collection, exact=True).count if self.exists() else 0
 
+    def search(
+        self,
+        dense: Sequence[float],
+        sparse: tuple[list[int], list[float]] | None = None,
+        *,
+        limit: int,
+        candidates: int,
+        where: dict[str, Sequence[str]] | None = None,
+        diversity: float | None = None,
+    ) -> list[Match]:
+        """Best chunks first: by `dense` alone, or `dense` and `sparse` lists fused by RRF; `diversity` adds MMR.
+
+        `candidates` is how many each list contributes (and MMR re-ranks); `where` maps a
+        payload key to the values it may take. Raises if the collection is missing or empty.
+        """
+        condition = _filter(where)
+        mmr = None if diversity is None else models.Mmr(diversity=diversity, candidates_limit=candidates)
+        nearest = models.NearestQuery(nearest=list(dense), mmr=mmr)
+        if sparse is None:
+            request: dict[str, Any] = {"query": nearest, "using": DENSE}
+        else:
+            lists = [models.Prefetch(query=list(dense), using=DENSE, limit=candidates, filter=condition)]
+            if sparse[0]:  # a query of stop words only has no keyword list to offer
+                keywords = models.SparseVector(indices=sparse[0], values=sparse[1])
+                lists.append(models.Prefetch(query=keywords, using=SPARSE, limit=candidates, filter=condition))
+            fused = models.FusionQuery(fusion=models.Fusion.RRF)
+            request = {"prefetch": lists, "query": fused}
+            if mmr is not None:
+                # MMR re-ranks the fused candidates by dense similarity and novelty.
+                pool = models.Prefetch(prefetch=lists, query=fused, limit=candidates)
+                request = {"prefetch": pool, "query": nearest, "using": DENSE}
+        try:
+            points = self.client.query_points(
+                self.collection, **request, query_filter=condition, limit=limit, with_payload=True, with_vectors=[DENSE]
+            ).points
+        except (ValueError, UnexpectedResponse):  # local mode and a server say "not found" differently
+            if not self.exists():
+                raise self._missing() from None
+            raise
+        if not points:
+            self.require_points()  # no hits at all: an empty collection, or filters that exclude everything
+        return [Match(str(p.id), p.score, p.payload or {}, list(p.vector[DENSE])) for p in points]
+
+    def require_points(self) -> None:
+        """Raise `CollectionMissingError` unless the collection exists and holds chunks."""
+        if self.count() == 0:
+            raise self._missing()
+
+    def _missing(self) -> CollectionMissingError:
+        return CollectionMissingError(
+            f"Collection '{self.collection}' is empty or missing: run `rag-ingest data/kb` first "
+            "(or set RAG_COLLECTION)."
+        )
+
+
+def _filter(where: dict[str, Sequence[str]] | None) -> models.Filter | None:
+    conditions = [
+        models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
+        for key, values in (where or {}).items()
+        if values
+    ]
+    return models.Filter(must=conditions) if conditions else None
+
 
 def describe_fingerprint(fingerprint: dict[str, Any]) -> str:
     """A short human description, e.g. 'all-MiniLM-L6-v2 (384-d), chunks of 254 tokens'."""
@@ -179,4 +254,4 @@ def describe_fingerprint(fingerprint: dict[str, Any]) -> str:
     )
 
 
-__all__ = ["ChunkPoint", "Store", "StoreError", "open_client"]
+__all__ = ["ChunkPoint", "Match", "Store", "StoreError", "open_client"]
