@@ -24,7 +24,8 @@ from langchain_core.runnables import RunnableLambda
 
 from chatbot.config import Settings
 from chatbot.errors import InvalidOptionError
-from chatbot.prompts import Examples, Passage, Strategy, build_messages, parse_strategy, split_reasoning
+from chatbot.parse import cited_numbers, cut_loop, split_reasoning, supporting_passages, visible_answer
+from chatbot.prompts import Examples, Passage, Strategy, build_messages, parse_strategy
 from chatbot.retrieval import Hit, Retriever
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class Answer:
     reasoning: str | None = None
     abstained: bool = False
     abstain_reason: str | None = None
+    loop_cut: bool = False  # the model started repeating itself and was stopped there
+    citations_added: list[int] = field(default_factory=list)  # cited by the engine: the model cited nothing
     usage: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -71,6 +74,8 @@ class Answer:
             "reasoning": self.reasoning,
             "abstained": self.abstained,
             "abstain_reason": self.abstain_reason,
+            "loop_cut": self.loop_cut,
+            "citations_added": self.citations_added,
             "usage": self.usage,
         }
 
@@ -246,22 +251,44 @@ class ChatEngine:
         started = time.perf_counter()
         cot = state["strategy"] is Strategy.COT
         text, shown, final = "", 0, None
-        for chunk in self.chat_model.stream(state["messages"], adapter=answer.adapter, stop=STOP):
-            final = chunk if final is None else final + chunk
-            if not chunk.content:
-                continue
-            answer.timings.setdefault("first_token", time.perf_counter() - started)
-            text += chunk.content
-            visible = _visible(text) if cot else text
-            if visible is not None and len(visible) > shown:
-                yield visible[shown:]
-                shown = len(visible)
+
+        def new_text(safe: str) -> str:
+            nonlocal shown
+            visible = (visible_answer(safe) if cot else safe) or ""
+            piece, shown = visible[shown:], max(shown, len(visible))
+            return piece
+
+        stream = self.chat_model.stream(state["messages"], adapter=answer.adapter, stop=STOP)
+        try:
+            for chunk in stream:
+                final = chunk if final is None else final + chunk
+                if not chunk.content:
+                    continue
+                answer.timings.setdefault("first_token", time.perf_counter() - started)
+                text += chunk.content
+                safe, looping = cut_loop(text)
+                if piece := new_text(safe):
+                    yield piece
+                if looping:
+                    text, answer.loop_cut = safe, True
+                    break
+        finally:
+            stream.close()  # stops generation at once when we stopped reading
+        if piece := new_text(text):
+            yield piece  # what was held back as a possible repeat
         answer.timings["generate"] = time.perf_counter() - started
         answer.reasoning, answer.text = split_reasoning(text) if cot else (None, text.strip())
-        if cot and shown == 0 and answer.text:
+        if cot and not shown and answer.text:
             yield answer.text  # the model never wrote "Answer:": show everything it wrote
         if final is not None and final.usage_metadata:
             answer.usage = dict(final.usage_metadata)
+        if answer.sources and not any(1 <= n <= len(answer.sources) for n in cited_numbers(answer.text)):
+            numbers = supporting_passages(answer.text, [hit.text for hit in answer.sources])
+            if numbers:
+                added = " " + " ".join(f"[{n}]" for n in numbers)
+                answer.text += added
+                answer.citations_added = numbers
+                yield added
 
     def _bounded_history(self, history: History) -> list[BaseMessage]:
         messages = [_as_message(item) for item in history]
@@ -273,12 +300,6 @@ class ChatEngine:
                 break
             kept.append(message)
         return kept[::-1]
-
-
-def _visible(text: str) -> str | None:
-    """The part of a chain-of-thought reply the user sees so far: what follows 'Answer:'."""
-    marker = re.search(r"^\s*\**answer\**\s*:\s*", text, re.IGNORECASE | re.MULTILINE)
-    return None if marker is None else text[marker.end() :]
 
 
 def _as_message(item: BaseMessage | tuple[str, str] | dict[str, str]) -> BaseMessage:

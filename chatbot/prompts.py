@@ -27,7 +27,6 @@ from chatbot.errors import InvalidOptionError
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 DEFAULT_EXAMPLES = PROMPTS_DIR / "few_shot.json"
 _FENCE = re.compile(r"</?\s*context\s*>", re.IGNORECASE)
-_ANSWER_MARK = re.compile(r"^\s*\**answer\**\s*:\s*", re.IGNORECASE | re.MULTILINE)
 
 
 class Strategy(StrEnum):
@@ -131,23 +130,3 @@ def _example_messages(examples: Examples, strategy: Strategy, use_retrieval: boo
             answer = f"Reasoning: {item['reasoning']}\nAnswer: {answer}"
         messages += [HumanMessage(human), AIMessage(answer)]
     return messages
-
-
-def split_reasoning(text: str) -> tuple[str | None, str]:
-    """Split a chain-of-thought reply into (reasoning, answer); a reply without 'Answer:' is all answer."""
-    match = _ANSWER_MARK.search(text)
-    if match is None:
-        return None, text.strip()
-    reasoning = re.sub(r"^\s*\**reasoning\**\s*:\s*", "", text[: match.start()], flags=re.IGNORECASE).strip()
-    return reasoning or None, text[match.end() :].strip()
-
-
-CITATION = re.compile(r"\[(\d+)\]")
-
-
-def cited_numbers(text: str) -> list[int]:
-    """The passage numbers an answer cites, in order of first appearance."""
-    seen: dict[int, None] = {}
-    for match in CITATION.finditer(text):
-        seen.setdefault(int(match.group(1)), None)
-    return list(seen)

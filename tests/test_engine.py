@@ -9,7 +9,8 @@ from qdrant_client import QdrantClient
 
 from chatbot.engine import Answer, ChatEngine
 from chatbot.errors import AdapterNotFoundError, InvalidOptionError
-from chatbot.prompts import Examples, Passage, Strategy, build_messages, split_reasoning
+from chatbot.parse import split_reasoning
+from chatbot.prompts import Examples, Passage, Strategy, build_messages
 from chatbot.retrieval import Retriever
 from chatbot.store import Store
 from ingest.pipeline import run_ingest
@@ -213,3 +214,21 @@ def test_history_accepts_messages_tuples_and_dicts(store):
     history = [HumanMessage("first"), ("assistant", "one"), {"role": "user", "content": "second"}]
     make_engine(store, model).answer("third question here please", history)
     assert [m.type for m in model.calls[0]["messages"][1:-1]] == ["human", "ai", "human"]
+
+
+def test_a_model_that_loops_is_stopped_and_the_repeat_never_shown(store):
+    reply = "Refunds take 5 business days. You get the money back. Refunds take 5 business days. You get"
+    model = FakeChatModel(replies=[reply])
+    *pieces, answer = make_engine(store, model).stream("How long do refunds take?")
+
+    assert answer.loop_cut and "".join(pieces).startswith("Refunds take 5 business days. You get the money back.")
+    assert "".join(pieces).count("Refunds take") == 1
+
+
+def test_an_answer_without_citations_gets_the_passages_it_draws_on(store):
+    model = FakeChatModel(replies=["Refunds for unused labels take 5 business days."])
+    *pieces, answer = make_engine(store, model).stream("How long do refunds take?")
+
+    assert answer.sources[0].source == "refunds.md"
+    assert answer.citations_added == [1] and answer.text.endswith("5 business days. [1]")
+    assert "".join(pieces) == answer.text

@@ -1,0 +1,72 @@
+"""The "parse" step: turn what a small model streams into what the user sees.
+
+Three repairs, each cheap and visible in the `Answer`: a reply that starts
+repeating a sentence is cut there (135M models loop under greedy decoding, and a
+repetition penalty would also stop them copying the context); a chain-of-thought
+reply shows only what follows "Answer:"; and an answer that cites nothing gets the
+numbers of the passages it demonstrably draws on (most of its words appear there),
+appended at the end so the streamed text never changes behind the reader's back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from chatbot.sparse import terms
+
+_SENTENCE = re.compile(r"[^.!?\n]*[.!?\n]")
+_ANSWER_MARK = re.compile(r"^\s*\**answer\**\s*:\**\s*", re.IGNORECASE | re.MULTILINE)
+_CITATION = re.compile(r"\[(\d+)\]")
+MIN_REPEAT_CHARS = 12
+SUPPORT = 0.6  # share of a sentence's words that must appear in a passage to count as drawn from it
+
+
+def cut_loop(text: str) -> tuple[str, bool]:
+    """(the part of `text` safe to show, whether the model has started repeating a sentence)."""
+    seen: set[str] = set()
+    end = 0
+    for match in _SENTENCE.finditer(text):
+        key = match.group().strip().lower()
+        if len(key) >= MIN_REPEAT_CHARS and key in seen:
+            return text[: match.start()].rstrip(), True
+        seen.add(key)
+        end = match.end()
+    tail = text[end:].strip().lower()
+    if tail and any(sentence.startswith(tail) for sentence in seen if len(sentence) >= MIN_REPEAT_CHARS):
+        return text[:end], False  # hold back what may be the start of a repeat, until it differs
+    return text, False
+
+
+def visible_answer(text: str) -> str | None:
+    """What a chain-of-thought reply shows the user so far: the text after 'Answer:', if any."""
+    marker = _ANSWER_MARK.search(text)
+    return None if marker is None else text[marker.end() :]
+
+
+def split_reasoning(text: str) -> tuple[str | None, str]:
+    """Split a chain-of-thought reply into (reasoning, answer); a reply without 'Answer:' is all answer."""
+    marker = _ANSWER_MARK.search(text)
+    if marker is None:
+        return None, text.strip()
+    reasoning = re.sub(r"^\s*\**reasoning\**\s*:\s*", "", text[: marker.start()], flags=re.IGNORECASE).strip()
+    return reasoning or None, text[marker.end() :].strip()
+
+
+def cited_numbers(text: str) -> list[int]:
+    """The passage numbers an answer cites, in order of first appearance."""
+    return list(dict.fromkeys(int(number) for number in _CITATION.findall(text)))
+
+
+def supporting_passages(text: str, passages: Sequence[str]) -> list[int]:
+    """1-based numbers of the passages that most of some sentence of `text` is drawn from."""
+    vocabularies = [set(terms(passage)) for passage in passages]
+    found: dict[int, None] = {}
+    for match in _SENTENCE.finditer(text + "\n"):
+        words = set(terms(match.group()))
+        if len(words) < 3:
+            continue
+        shares = [len(words & vocabulary) / len(words) for vocabulary in vocabularies]
+        if shares and max(shares) >= SUPPORT:
+            found.setdefault(shares.index(max(shares)) + 1, None)
+    return list(found)
