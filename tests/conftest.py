@@ -2,6 +2,28 @@
 
 import os
 
+import pytest
+
+from chatbot.config import Settings
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def bundled_cache(tmp_path_factory):
+    """The bundled generator converted from its GGUF once per test session: (settings, folder, seconds)."""
+    from chatbot import models
+
+    settings = Settings(cache_dir=tmp_path_factory.mktemp("cache"))
+    path, seconds = models.ensure_generator_cache(settings)
+    return settings, path, seconds
+
+
+@pytest.fixture(scope="session")
+def bundled_generator(bundled_cache):
+    """The real SmolLM2, loaded once per test session from the converted cache."""
+    from chatbot import models
+
+    return models.load_generator(bundled_cache[0])

@@ -313,8 +313,8 @@ def test_importing_the_module_does_not_import_torch():
 
 
 @pytest.mark.integration
-def test_the_bundled_smollm2_streams_an_answer():
-    chat = build_chat_model(models.load_generator(Settings()), max_new_tokens=16)
+def test_the_bundled_smollm2_streams_an_answer(bundled_generator):
+    chat = build_chat_model(bundled_generator, max_new_tokens=16)
     question = [HumanMessage("What is the capital of France?")]
 
     started = time.perf_counter()

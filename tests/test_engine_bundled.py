@@ -1,0 +1,58 @@
+"""The embedded default end to end: the sample knowledge base, the bundled models, one real answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatbot import models
+from chatbot.config import Settings
+from chatbot.engine import ChatEngine
+from chatbot.generation import build_chat_model
+from chatbot.retrieval import Retriever
+from chatbot.store import Store
+from ingest.pipeline import run_ingest
+from ingest.split import ChunkerSettings
+
+pytestmark = pytest.mark.integration
+KB = Path(__file__).resolve().parents[1] / "data" / "kb"
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, bundled_generator):
+    settings = Settings(qdrant_path=tmp_path_factory.mktemp("qdrant"))
+    embeddings = models.load_embeddings(settings)
+    count_tokens, window = models.embed_token_counter(settings)
+    store = Store.open(settings)
+    run_ingest(
+        [KB],
+        store=store,
+        load_embeddings=lambda: embeddings,
+        embed_model=models.embed_model_name(settings),
+        count_tokens=count_tokens,
+        chunker=ChunkerSettings(chunk_tokens=window - 2),
+    )
+    engine = ChatEngine(Retriever(store, embeddings), build_chat_model(bundled_generator, max_new_tokens=48))
+    yield engine
+    engine.close()
+
+
+def test_a_sample_question_is_answered_from_the_right_page_with_a_citation(engine):
+    answer = engine.answer("What's the minimum amount I can add to my postage wallet?")
+
+    assert "plans-and-billing/postage-wallet.md" in [hit.source for hit in answer.sources]
+    assert "$25" in answer.text
+    cited = [n for n in range(1, len(answer.sources) + 1) if f"[{n}]" in answer.text]
+    assert cited and all("$25" in answer.sources[n - 1].text for n in cited)
+    assert answer.usage["output_tokens"] <= 48
+
+
+def test_without_retrieval_the_model_answers_alone(engine):
+    answer = engine.answer("What's the minimum amount I can add to my postage wallet?", use_retrieval=False)
+    assert answer.sources == [] and answer.text and "<context>" not in answer.prompt
+
+
+def test_an_unanswerable_sample_question_gets_i_dont_know(engine):
+    answer = engine.answer("do you give discounts to charities or non-profits?")  # q046 in data/kb_qa.jsonl
+    assert answer.abstained and answer.text.startswith("I don't know")
