@@ -19,7 +19,6 @@ from gguf_fixture import write_tiny_llama_gguf
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from chatbot import models
-from chatbot.config import Settings
 from chatbot.errors import AdapterNotFoundError, InvalidOptionError, RagtuneError
 from chatbot.generation import LocalChatModel, _StopStrings, build_chat_model
 
