@@ -8,6 +8,7 @@ halve the throughput, so the load average at the start is part of the line.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -22,6 +23,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")  # loaders' progress bars would bury the tables
 
 ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_KB = ROOT / "data" / "kb"
+SAMPLE_QA = ROOT / "data" / "kb_qa.jsonl"
 SHARED_NOTE = (
     "Taken on a shared 2-core machine while other work (another engineer's test run) may overlap: "
     "single timings move by 10-40% between runs here (the raw encode before/after spread shows how much), "
@@ -92,3 +95,48 @@ def emit(section: str, out: Path | None) -> None:
     print(section, flush=True)
     if out is not None:
         out.write_text(section + "\n")
+
+
+# The sample-KB helpers import the project inside them: run.py imports this module and stays light.
+
+
+def sample_questions(count: int) -> list[str]:
+    """The first `count` answerable questions of data/kb_qa.jsonl."""
+    rows = [json.loads(line) for line in SAMPLE_QA.read_text().splitlines() if line.strip()]
+    return [row["question"] for row in rows if row["kind"] != "unanswerable"][:count]
+
+
+def sample_chunks() -> list[Any]:
+    """data/kb cut into chunks exactly as `rag-ingest` cuts it (Documents with title and section)."""
+    from chatbot.config import Settings
+    from chatbot.models import embed_token_counter
+    from ingest.loaders import load_file
+    from ingest.pipeline import discover_files
+    from ingest.split import ChunkerSettings, split_documents
+
+    count_tokens, window = embed_token_counter(Settings())
+    files, _, _ = discover_files([SAMPLE_KB])
+    documents = [document for item in files for document in load_file(item.path, item.source)]
+    return split_documents(documents, count_tokens, ChunkerSettings(chunk_tokens=window - 2))
+
+
+def ingest_sample_kb(folder: Path, embeddings: Any) -> Any:
+    """A `Store` over a fresh local Qdrant folder holding data/kb, ingested the way `rag-ingest` does it."""
+    from chatbot.config import Settings
+    from chatbot.models import embed_model_name, embed_token_counter
+    from chatbot.store import Store
+    from ingest.pipeline import run_ingest
+    from ingest.split import ChunkerSettings
+
+    settings = Settings(qdrant_path=folder)
+    count_tokens, window = embed_token_counter(settings)
+    store = Store.open(settings)
+    run_ingest(
+        [SAMPLE_KB],
+        store=store,
+        load_embeddings=lambda: embeddings,
+        embed_model=embed_model_name(settings),
+        count_tokens=count_tokens,
+        chunker=ChunkerSettings(chunk_tokens=window - 2),
+    )
+    return store

@@ -37,6 +37,6 @@ else:
         st.write("\n".join(f"- `{source}`" for source in stats["sources"]))
 
 st.info(
-    "Chat is not available yet: the chat engine (retrieval, prompts, generation) and the adapter "
-    "toggle are still being built. This page shows the knowledge base they will answer from."
+    "The chat page is not built yet. The chat engine is ready on the command line: "
+    '`rag-chat "your question"` (or `rag-chat` for a conversation). This page shows the knowledge base it answers from.'
 )
