@@ -283,7 +283,7 @@ class ChatEngine:
         if final is not None and final.usage_metadata:
             answer.usage = dict(final.usage_metadata)
         if answer.sources and not any(1 <= n <= len(answer.sources) for n in cited_numbers(answer.text)):
-            numbers = supporting_passages(answer.text, [hit.text for hit in answer.sources])
+            numbers = supporting_passages(answer.text, [hit.text for hit in answer.sources], question=state["question"])
             if numbers:
                 added = " " + " ".join(f"[{n}]" for n in numbers)
                 answer.text += added

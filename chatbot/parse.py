@@ -58,15 +58,23 @@ def cited_numbers(text: str) -> list[int]:
     return list(dict.fromkeys(int(number) for number in _CITATION.findall(text)))
 
 
-def supporting_passages(text: str, passages: Sequence[str]) -> list[int]:
-    """1-based numbers of the passages that most of some sentence of `text` is drawn from."""
+def supporting_passages(text: str, passages: Sequence[str], *, question: str = "") -> list[int]:
+    """1-based numbers of the passages that most of some sentence of `text` is drawn from.
+
+    Only the words a sentence adds to the question count as evidence: an answer echoes the
+    question's words whether or not it found anything.
+    """
     vocabularies = [set(terms(passage)) for passage in passages]
+    if not vocabularies:
+        return []
+    echoed = set(terms(question))
     found: dict[int, None] = {}
     for match in _SENTENCE.finditer(text + "\n"):
         words = set(terms(match.group()))
-        if len(words) < 3:
+        added = words - echoed
+        if len(words) < 3 or not added:
             continue
-        shares = [len(words & vocabulary) / len(words) for vocabulary in vocabularies]
-        if shares and max(shares) >= SUPPORT:
+        shares = [len(added & vocabulary) / len(added) for vocabulary in vocabularies]
+        if max(shares) >= SUPPORT:
             found.setdefault(shares.index(max(shares)) + 1, None)
     return list(found)

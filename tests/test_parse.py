@@ -36,3 +36,5 @@ def test_an_answer_is_attributed_to_the_passages_it_draws_on():
     answer = "The Growth plan costs $49 per month. Unused label refunds take 5 business days."
     assert supporting_passages(answer, passages) == [2, 1]
     assert supporting_passages("I am not sure about that at all, sorry.", passages) == []
+    echo = "The Growth plan costs money."
+    assert supporting_passages(echo, passages, question="What does the Growth plan cost?") == []
