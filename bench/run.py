@@ -19,7 +19,12 @@ from pathlib import Path
 from common import ROOT, SHARED_NOTE, cpu_model, ram_gib, versions
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = {"ingest": "bench_ingest.py", "models": "bench_models.py"}
+BENCHMARKS = {
+    "ingest": "bench_ingest.py",
+    "models": "bench_models.py",
+    "retrieval": "bench_retrieval.py",
+    "generation": "bench_generation.py",
+}
 
 
 def run_one(name: str, quick: bool, folder: Path) -> tuple[str, float, int]:
