@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     engine = None
     try:
-        engine = build_engine(settings)
+        engine = build_engine(settings, require_collection=args.use_retrieval)
         if args.question:
             ask(engine, args.question, [], args)
         else:

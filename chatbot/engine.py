@@ -318,11 +318,18 @@ def _dont_know(hits: list[Hit]) -> str:
     return f"{DONT_KNOW} The closest pages I found: {found}."
 
 
-def build_engine(settings: Settings) -> ChatEngine:
+def build_engine(settings: Settings, *, require_collection: bool = True) -> ChatEngine:
     """Load the models and open the store the settings name: the one way the page and CLIs get an engine."""
     from chatbot.generation import build_chat_model  # imports torch
     from chatbot.models import load_embeddings, load_generator
     from chatbot.store import Store
 
-    retriever = Retriever(Store.open(settings), load_embeddings(settings), top_k=settings.top_k)
-    return ChatEngine(retriever, build_chat_model(load_generator(settings)))
+    store = Store.open(settings)
+    try:
+        if require_collection:
+            store.require_points()  # fail in a second, before the models take their seconds to load
+        retriever = Retriever(store, load_embeddings(settings), top_k=settings.top_k)
+        return ChatEngine(retriever, build_chat_model(load_generator(settings)))
+    except BaseException:
+        store.close()
+        raise
