@@ -329,7 +329,7 @@ def build_engine(settings: Settings, *, require_collection: bool = True) -> Chat
         if require_collection:
             store.require_points()  # fail in a second, before the models take their seconds to load
         retriever = Retriever(store, load_embeddings(settings), top_k=settings.top_k)
-        return ChatEngine(retriever, build_chat_model(load_generator(settings)))
+        return ChatEngine(retriever, build_chat_model(load_generator(settings), max_new_tokens=160))
     except BaseException:
         store.close()
         raise
