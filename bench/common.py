@@ -123,20 +123,10 @@ def sample_chunks() -> list[Any]:
 def ingest_sample_kb(folder: Path, embeddings: Any) -> Any:
     """A `Store` over a fresh local Qdrant folder holding data/kb, ingested the way `rag-ingest` does it."""
     from chatbot.config import Settings
-    from chatbot.models import embed_model_name, embed_token_counter
     from chatbot.store import Store
-    from ingest.pipeline import run_ingest
-    from ingest.split import ChunkerSettings
+    from ingest.pipeline import ingest_paths
 
     settings = Settings(qdrant_path=folder)
-    count_tokens, window = embed_token_counter(settings)
     store = Store.open(settings)
-    run_ingest(
-        [SAMPLE_KB],
-        store=store,
-        load_embeddings=lambda: embeddings,
-        embed_model=embed_model_name(settings),
-        count_tokens=count_tokens,
-        chunker=ChunkerSettings(chunk_tokens=window - 2),
-    )
+    ingest_paths([SAMPLE_KB], settings, store=store, embeddings=embeddings)
     return store

@@ -27,11 +27,10 @@ from typing import Any
 from common import ROOT, SHARED_NOTE, emit, machine_line, table
 
 from chatbot.config import Settings
-from chatbot.models import embed_model_name, embed_token_counter, load_embeddings
+from chatbot.models import load_embeddings
 from chatbot.retrieval import Hit, RetrievalMode, Retriever
 from chatbot.store import Store
-from ingest.pipeline import run_ingest
-from ingest.split import ChunkerSettings
+from ingest.pipeline import ingest_paths
 
 K = 5
 KBS = {
@@ -98,16 +97,8 @@ def best_threshold(answerable: list[float], unanswerable: list[float]) -> tuple[
 
 def ingest(kb: Path, folder: Path, embeddings: Any, settings: Settings) -> Store:
     """The KB in a local Qdrant folder, cut and embedded exactly as `rag-ingest` does."""
-    count_tokens, window = embed_token_counter(settings)
     store = Store.open(Settings(qdrant_path=folder))
-    report = run_ingest(
-        [kb],
-        store=store,
-        load_embeddings=lambda: embeddings,
-        embed_model=embed_model_name(settings),
-        count_tokens=count_tokens,
-        chunker=ChunkerSettings(chunk_tokens=window - 2),
-    )
+    report = ingest_paths([kb], settings, store=store, embeddings=embeddings)
     print(f"{kb.name}: {store.count()} chunks ({report.chunks} embedded now, {report.seconds:.0f} s)", flush=True)
     return store
 

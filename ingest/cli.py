@@ -13,11 +13,9 @@ from pathlib import Path
 
 from chatbot.config import Settings
 from chatbot.errors import RagtuneError, SettingsError
-from chatbot.models import embed_model_name, embed_token_counter, load_embeddings
 from chatbot.store import Store
 from ingest.loaders import SUPPORTED_SUFFIXES
-from ingest.pipeline import MAX_FILE_BYTES, IngestReport, run_ingest
-from ingest.split import ChunkerSettings
+from ingest.pipeline import MAX_FILE_BYTES, IngestReport, ingest_paths
 
 _PHASES = {"hash": ("hashing", "file"), "load": ("loading", "file"), "embed": ("embedding", "chunk")}
 
@@ -79,15 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     progress = TerminalProgress()
     store = None
     try:
-        count_tokens, window = embed_token_counter(settings)
         store = Store.open(settings, args.collection)
-        report = run_ingest(
+        report = ingest_paths(
             args.paths,
+            settings,
             store=store,
-            load_embeddings=lambda: load_embeddings(settings),
-            embed_model=embed_model_name(settings),
-            count_tokens=count_tokens,
-            chunker=ChunkerSettings(chunk_tokens=window - 2),
             dry_run=args.dry_run,
             recreate=args.recreate,
             max_file_bytes=int(args.max_file_mb * 1e6),
@@ -119,7 +113,8 @@ def summary(report: IngestReport) -> str:
     verb = "would ingest (dry run, nothing written)" if report.dry_run else "ingested"
     counts = ", ".join(f"{len(getattr(report, name))} {name}" for name in ("added", "changed", "removed", "unchanged"))
     lines = [
-        f"{verb}: {counts}; {report.chunks} chunks embedded; {len(report.failed)} failed; "
+        f"{verb}: {counts}; {report.chunks} chunks {'to embed' if report.dry_run else 'embedded'}; "
+        f"{len(report.failed)} failed; "
         f"{len(report.skipped)} skipped ({report.seconds:.1f} s)"
     ]
     lines += [f"  failed  {item['path']}: {item['error']}" for item in report.failed]

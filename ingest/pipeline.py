@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatbot import sparse
+from chatbot.config import Settings
 from chatbot.errors import LoadError
+from chatbot.models import embed_model_name, embed_token_counter, load_embeddings
 from chatbot.store import ChunkPoint, Store
 from ingest.loaders import SUPPORTED_SUFFIXES, load_file
 from ingest.split import ChunkerSettings, TokenCounter, embed_text, split_documents
@@ -174,6 +176,22 @@ def run_ingest(
     return report
 
 
+def ingest_paths(
+    paths: Sequence[Path], settings: Settings, *, store: Store, embeddings: Embeddings | None = None, **options: Any
+) -> IngestReport:
+    """`run_ingest` wired as `rag-ingest` wires it: the settings' embedding model, its tokenizer and its window."""
+    count_tokens, window = embed_token_counter(settings)
+    return run_ingest(
+        paths,
+        store=store,
+        load_embeddings=(lambda: embeddings) if embeddings is not None else (lambda: load_embeddings(settings)),
+        embed_model=embed_model_name(settings),
+        count_tokens=count_tokens,
+        chunker=ChunkerSettings(chunk_tokens=window - 2),  # the window counts [CLS] and [SEP]
+        **options,
+    )
+
+
 def _write(
     store: Store,
     manifest: dict[str, dict[str, Any]],
@@ -249,4 +267,4 @@ def _file_hash(path: Path, max_file_bytes: int) -> str:
         raise LoadError(f"cannot read the file: {error.strerror or error}") from error
 
 
-__all__ = ["IngestReport", "SourceFile", "discover_files", "run_ingest"]
+__all__ = ["IngestReport", "SourceFile", "discover_files", "ingest_paths", "run_ingest"]

@@ -12,8 +12,7 @@ from chatbot.engine import ChatEngine
 from chatbot.generation import build_chat_model
 from chatbot.retrieval import Retriever
 from chatbot.store import Store
-from ingest.pipeline import run_ingest
-from ingest.split import ChunkerSettings
+from ingest.pipeline import ingest_paths
 
 pytestmark = pytest.mark.integration
 KB = Path(__file__).resolve().parents[1] / "data" / "kb"
@@ -23,16 +22,8 @@ KB = Path(__file__).resolve().parents[1] / "data" / "kb"
 def engine(tmp_path_factory, bundled_generator):
     settings = Settings(qdrant_path=tmp_path_factory.mktemp("qdrant"))
     embeddings = models.load_embeddings(settings)
-    count_tokens, window = models.embed_token_counter(settings)
     store = Store.open(settings)
-    run_ingest(
-        [KB],
-        store=store,
-        load_embeddings=lambda: embeddings,
-        embed_model=models.embed_model_name(settings),
-        count_tokens=count_tokens,
-        chunker=ChunkerSettings(chunk_tokens=window - 2),
-    )
+    ingest_paths([KB], settings, store=store, embeddings=embeddings)
     engine = ChatEngine(Retriever(store, embeddings), build_chat_model(bundled_generator, max_new_tokens=48))
     yield engine
     engine.close()
