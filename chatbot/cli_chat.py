@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from chatbot.config import Settings
 from chatbot.errors import RagtuneError, SettingsError
-from chatbot.prompts import Strategy
+from chatbot.prompts import Strategy, heading_path
 
 if TYPE_CHECKING:
     from chatbot.engine import Answer, ChatEngine
@@ -87,8 +87,7 @@ def ask(engine: ChatEngine, question: str, history: list[tuple[str, str]], args:
     else:
         print()
         for number, hit in enumerate(answer.sources, 1):
-            where = f"{hit.title} > {hit.section}" if hit.section else hit.title
-            print(f"  [{number}] {where} ({hit.source}, score {hit.score:.3f})")
+            print(f"  [{number}] {heading_path(hit.title, hit.section)} ({hit.source}, score {hit.score:.3f})")
     return answer
 
 

@@ -25,7 +25,7 @@ from langchain_core.runnables import RunnableLambda
 from chatbot.config import Settings
 from chatbot.errors import InvalidOptionError
 from chatbot.parse import cited_numbers, cut_loop, split_reasoning, supporting_passages, visible_answer
-from chatbot.prompts import Examples, Passage, Strategy, build_messages, parse_strategy
+from chatbot.prompts import Examples, Passage, Strategy, build_messages, heading_path, parse_strategy
 from chatbot.retrieval import Hit, Retriever
 
 if TYPE_CHECKING:
@@ -312,9 +312,7 @@ def _as_message(item: BaseMessage | tuple[str, str] | dict[str, str]) -> BaseMes
 def _dont_know(hits: list[Hit]) -> str:
     if not hits:
         return DONT_KNOW
-    found = "; ".join(
-        f"[{n}] {hit.title}" + (f" > {hit.section}" if hit.section else "") for n, hit in enumerate(hits[:3], 1)
-    )
+    found = "; ".join(f"[{n}] {heading_path(hit.title, hit.section)}" for n, hit in enumerate(hits[:3], 1))
     return f"{DONT_KNOW} The closest pages I found: {found}."
 
 

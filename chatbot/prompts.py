@@ -74,12 +74,18 @@ def _template(name: str) -> str:
     return (PROMPTS_DIR / name).read_text(encoding="utf-8").strip()
 
 
+def heading_path(title: str, section: str) -> str:
+    """'Title > Section > Sub', or just the title: where a chunk sits in its page."""
+    return f"{title} > {section}" if section else title
+
+
 def format_context(passages: Sequence[Passage]) -> str:
     """Numbered passages, [1] first, each headed by where it comes from."""
     blocks = []
     for number, passage in enumerate(passages, 1):
-        where = f"{passage.title} > {passage.section}" if passage.section else passage.title
-        blocks.append(f"[{number}] {where}\n{_FENCE.sub('', passage.text).strip()}")
+        blocks.append(
+            f"[{number}] {heading_path(passage.title, passage.section)}\n{_FENCE.sub('', passage.text).strip()}"
+        )
     return "\n\n".join(blocks)
 
 

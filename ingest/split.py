@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from langchain_core.documents import Document
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 
+from chatbot.prompts import heading_path
+
 CHUNKER_VERSION = 1
 _HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")]
 _STRUCTURED_FORMATS = {"markdown", "html", "docx", "text"}
@@ -35,11 +37,6 @@ class ChunkerSettings:
     def fingerprint(self) -> dict[str, int]:
         """What a collection records, so chunks cut differently are never mixed."""
         return {**asdict(self), "version": CHUNKER_VERSION}
-
-
-def heading_path(title: str, section: str) -> str:
-    """'Title > Section > Sub', or just the title."""
-    return f"{title} > {section}" if section else title
 
 
 def embed_text(chunk: Document) -> str:
