@@ -11,9 +11,11 @@ from chatbot.models import embed_model_path, ensure_generator_cache
 
 
 def main() -> None:
-    """Validate `RAG_*`, locate the embedding model, convert the bundled generator once."""
+    """Validate and show `RAG_*`, locate the embedding model, convert the bundled generator once."""
     try:
         settings = Settings.from_env()
+        for name, value in settings.describe().items():
+            print(f"{name}={value}")
         print(f"embeddings: {embed_model_path(settings)}")
         if settings.llm_model:
             print(f"generator:  {settings.llm_model} (RAG_LLM_MODEL)")
