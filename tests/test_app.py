@@ -1,45 +1,381 @@
-"""The Streamlit page, headless through AppTest, over a real local store."""
+"""The Streamlit pages, headless through AppTest, over a real engine with fake models.
+
+The engine is a real `ChatEngine` over a real in-memory Qdrant, ingested by the real
+pipeline with `FakeEmbeddings`, answering with a `FakeChatModel` that records every
+call; the pages get it through `ui.common.build_engine`, which the tests replace.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fakes import FakeEmbeddings, count_words
+import pytest
+from fakes import FakeChatModel, FakeEmbeddings
+from qdrant_client import QdrantClient
 from streamlit.testing.v1 import AppTest
 
 from chatbot.config import Settings
+from chatbot.engine import AdapterInfo, ChatEngine
+from chatbot.errors import StoreLockedError
+from chatbot.retrieval import Retriever
 from chatbot.store import Store
-from ingest.pipeline import run_ingest
+from ingest.pipeline import ingest_paths
+from ui import common, uploads
 
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+UI = Path(__file__).resolve().parents[1] / "ui"
+APP, COMPARE, KB, EVALUATE = (
+    str(UI / name) for name in ("app.py", "pages/compare.py", "pages/knowledge_base.py", "pages/evaluate.py")
+)
+PAGES = {
+    "refunds.md": "# Refunds\n\nRefunds for unused labels take 5 business days to reach your postage wallet.\n",
+    "plans.md": "# Plans\n\nThe Growth plan costs $49 per month and includes 1,000 labels.\n",
+    "printing.md": "# Printing\n\nPrint labels on 4x6 thermal paper from Settings > Printing.\n",
+}
+QUESTION = "How long do refunds for unused labels take?"
 
 
-def test_the_page_shows_the_ingested_knowledge_base(tmp_path, monkeypatch):
-    (tmp_path / "kb").mkdir()
-    (tmp_path / "kb" / "faq.md").write_text("# FAQ\n\nAnswers.\n")
-    (tmp_path / "kb" / "pricing.md").write_text("# Pricing\n\nPlans.\n")
-    store = Store.open(Settings(qdrant_path=tmp_path / "qdrant"))
-    run_ingest(
-        [tmp_path / "kb"], store=store, load_embeddings=FakeEmbeddings, embed_model="fake", count_tokens=count_words
+class PageChatModel(FakeChatModel):
+    """The fake chat model, plus the name and answer loss the adapter probe asks for."""
+
+    model_name: str = "fake-135M"
+
+    def answer_loss(self, messages, answer, *, adapter=None) -> float:
+        return 2.0 if adapter is None else 1.5
+
+
+def make_engine(store: Store, **model_options) -> ChatEngine:
+    model = PageChatModel(adapters=("support",), **model_options)
+    card = {"base_model": "fake-135M", "trained_on": "120 support pairs"}
+    return ChatEngine(
+        Retriever(store, FakeEmbeddings(), top_k=3),
+        model,
+        abstain_threshold=0.0,
+        adapters=[AdapterInfo("support", card, "/adapters/support")],
     )
+
+
+@pytest.fixture
+def kb_dir(tmp_path, monkeypatch):
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, text in PAGES.items():
+        (kb / name).write_text(text)
+    monkeypatch.setattr(uploads, "KB_DIR", kb)
+    return kb
+
+
+@pytest.fixture
+def use_engine(monkeypatch):
+    """Serve pages the given engine (or raise the given error) in place of `build_engine`."""
+
+    def serve(engine_or_error):
+        def build(settings, *, require_collection=True):
+            if isinstance(engine_or_error, Exception):
+                raise engine_or_error
+            return engine_or_error
+
+        monkeypatch.setattr(common, "build_engine", build)
+        common.load_engine.clear()
+
+    yield serve
+    common.load_engine.clear()
+
+
+@pytest.fixture
+def store(kb_dir):
+    store = Store(QdrantClient(location=":memory:"), "kb")
+    ingest_paths([kb_dir], Settings(), store=store, embeddings=FakeEmbeddings())
+    yield store
     store.close()
-    monkeypatch.setenv("RAG_QDRANT_PATH", str(tmp_path / "qdrant"))
 
-    app = AppTest.from_file(APP).run()
 
+@pytest.fixture
+def engine(store, use_engine):
+    engine = make_engine(store)
+    use_engine(engine)
+    return engine
+
+
+def label_of(message) -> str:
+    """The caption under an answer that names its settings and timings."""
+    return next(c.value for c in message.caption if c.value.startswith("retrieval "))
+
+
+def ask(app: AppTest, question: str = QUESTION) -> AppTest:
+    app.chat_input[0].set_value(question).run()
+    assert not app.exception, app.exception
+    return app
+
+
+# -- Chat ----------------------------------------------------------------------------------
+
+
+def test_an_answer_streams_with_its_numbered_sources_settings_and_prompt(engine):
+    app = ask(AppTest.from_file(APP, default_timeout=30).run())
+
+    user, assistant = app.chat_message
+    assert user.markdown[0].value == QUESTION
+    assert assistant.markdown[0].value == "Refunds take 5 days [1]."
+    sources = [e.label for e in assistant.expander if e.label.startswith("[")]
+    assert sources[0].startswith("[1] Refunds") and sources[1].startswith("[2] ")
+    assert "retrieval on (hybrid, top 3) · base model · Zero-shot" in label_of(assistant)
+    assert "first token" in label_of(assistant)
+    prompt = next(e for e in assistant.expander if e.label == "Prompt")
+    assert "[1] Refunds" in prompt.code[0].value
+
+
+def test_the_sidebar_toggles_reach_the_engine_as_plain_arguments(engine):
+    app = AppTest.from_file(APP, default_timeout=30).run()
+    app.sidebar.toggle(key="use_retrieval").set_value(False)
+    app.sidebar.selectbox(key="adapter").set_value("support")
+    app.sidebar.selectbox(key="strategy").set_value("few-shot")
+    ask(app.run())
+
+    call = engine.chat_model.calls[-1]
+    assert call["adapter"] == "support"
+    assert "<context>" not in "".join(str(m.content) for m in call["messages"])
+    assert "retrieval off · adapter support · Few-shot" in label_of(app.chat_message[1])
+    assert not [e for e in app.chat_message[1].expander if e.label.startswith("[")]
+
+
+def test_top_k_and_mode_reach_the_retriever(engine, monkeypatch):
+    seen = {}
+    original = engine.retriever.retrieve
+
+    def spy(query, **options):
+        seen.update(options)
+        return original(query, **options)
+
+    monkeypatch.setattr(engine.retriever, "retrieve", spy)
+    app = AppTest.from_file(APP, default_timeout=30).run()
+    app.sidebar.slider(key="top_k").set_value(2)
+    app.sidebar.radio(key="mode").set_value("dense")
+    ask(app.run())
+
+    assert seen["k"] == 2 and seen["mode"] == "dense"
+    assert len([e for e in app.chat_message[1].expander if e.label.startswith("[")]) == 2
+
+
+def test_settings_changed_mid_conversation_apply_to_the_next_question_only(engine):
+    app = ask(AppTest.from_file(APP, default_timeout=30).run())
+    app.sidebar.toggle(key="use_retrieval").set_value(False)
+    app.sidebar.selectbox(key="adapter").set_value("support")
+    ask(app.run(), "And for the Growth plan?")
+
+    first, second = app.chat_message[1], app.chat_message[3]
+    assert "retrieval on" in label_of(first) and "base model" in label_of(first)
+    assert "retrieval off" in label_of(second) and "adapter support" in label_of(second)
+    assert [call["adapter"] for call in engine.chat_model.calls] == [None, "support"]
+    history = engine.chat_model.calls[1]["messages"]
+    assert [m.content for m in history[1:3]] == [QUESTION, "Refunds take 5 days [1]."]
+
+
+def test_two_sessions_keep_their_own_toggles_and_answers(engine):
+    one = AppTest.from_file(APP, default_timeout=30).run()
+    two = AppTest.from_file(APP, default_timeout=30).run()
+    two.sidebar.toggle(key="use_retrieval").set_value(False)
+    ask(one)
+    ask(two.run(), "What does Growth cost?")
+
+    assert len(one.chat_message) == len(two.chat_message) == 2
+    assert one.chat_message[0].markdown[0].value == QUESTION
+    assert "retrieval on" in label_of(one.chat_message[1])
+    assert "retrieval off" in label_of(two.chat_message[1])
+
+
+def test_clear_chat_empties_the_history(engine):
+    app = ask(AppTest.from_file(APP, default_timeout=30).run())
+    app.sidebar.button[0].click().run()
+    assert not app.chat_message
+
+
+def test_engine_notes_show_under_the_answer(store, use_engine):
+    engine = make_engine(store, replies=["Refunds for unused labels take 5 business days."])
+    use_engine(engine)
+    app = ask(AppTest.from_file(APP, default_timeout=30).run())
+    assert any("added by the engine" in c.value for c in app.chat_message[1].caption)
+
+    engine.abstain_threshold = 1.01  # nothing is similar enough: the engine answers "I don't know" itself
+    ask(app, "Which colour is the logo?")
+    assert app.chat_message[3].markdown[0].value.startswith("I don't know")
+    assert any(c.value.startswith(":material/block: Abstained") for c in app.chat_message[3].caption)
+
+
+def test_the_adapter_card_and_probe_show_in_the_sidebar(engine):
+    app = AppTest.from_file(APP, default_timeout=30).run()
+    card = app.sidebar.expander[0]
+    assert card.label == "support"
+    assert "**trained_on**: 120 support pairs" in [m.value for m in card.markdown]
+    card.button[0].click().run()
+    metric = app.sidebar.metric[0]
+    assert metric.label == "Applied" and "vs base 2.000" in metric.delta
+
+
+def test_an_error_during_an_answer_is_a_message(engine):
+    engine.chat_model.adapters = ()  # the adapter went away: the model refuses it
+    app = AppTest.from_file(APP, default_timeout=30).run()
+    app.sidebar.selectbox(key="adapter").set_value("support")
+    ask(app.run())
+    assert "No adapter named 'support' is loaded" in app.chat_message[1].error[0].value
+    app.run()
+    assert not app.chat_message  # the unanswered question is not kept in the history
+
+
+def test_an_empty_store_says_how_to_fill_it(use_engine):
+    empty = Store(QdrantClient(location=":memory:"), "kb")
+    use_engine(make_engine(empty))
+    app = ask(AppTest.from_file(APP, default_timeout=30).run())
+
+    assert "rag-ingest data/kb" in app.info[0].value
+    assert "is empty or missing: run `rag-ingest data/kb` first" in app.error[0].value
+
+
+@pytest.mark.parametrize("page", [APP, COMPARE, KB, EVALUATE])
+def test_a_locked_store_is_a_message_on_every_page(use_engine, page):
+    use_engine(StoreLockedError("The local Qdrant store .ragtune/qdrant is in use by another process."))
+    app = AppTest.from_file(page, default_timeout=30).run()
     assert not app.exception
-    assert {m.label: m.value for m in app.metric} == {"Documents": "2", "Chunks": "2", "Collection": "kb"}
-    assert "`faq.md`" in app.expander[0].markdown[0].value
+    assert app.error[0].value.startswith("The local Qdrant store .ragtune/qdrant is in use")
 
 
 def test_a_bad_setting_is_shown_as_a_message_not_a_traceback(monkeypatch):
+    common.load_engine.clear()
     monkeypatch.setenv("RAG_TOP_K", "-3")
-    app = AppTest.from_file(APP).run()
+    app = AppTest.from_file(APP, default_timeout=30).run()
     assert not app.exception
     assert app.error[0].value.startswith("RAG_TOP_K=-3 is not allowed")
 
 
-def test_an_empty_store_says_how_to_fill_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("RAG_QDRANT_PATH", str(tmp_path / "qdrant"))
-    app = AppTest.from_file(APP).run()
-    assert "rag-ingest data/kb" in app.warning[0].value
+# -- Compare -------------------------------------------------------------------------------
+
+
+def compare(app: AppTest, question: str = QUESTION) -> AppTest:
+    app.text_input[0].set_value(question)
+    app.button[0].click().run()  # the form's submit button
+    assert not app.exception, app.exception
+    return app
+
+
+def test_compare_fills_four_cells_one_stream_at_a_time(engine):
+    app = compare(AppTest.from_file(COMPARE, default_timeout=30).run())
+
+    calls = engine.chat_model.calls
+    assert [call["adapter"] for call in calls] == [None, None, "support", "support"]
+    with_context = ["<context>" in str(call["messages"][-1].content) for call in calls]
+    assert with_context == [False, True, False, True]
+    titles = [m.value for m in app.markdown if m.value.startswith("##### ")]
+    assert titles == [
+        "##### Retrieval off · base model",
+        "##### Retrieval on · base model",
+        "##### Retrieval off · adapter support",
+        "##### Retrieval on · adapter support",
+    ]
+    sources = [e.label for e in app.expander if e.label.startswith("[")]
+    assert len(sources) == 6 and sources[0].startswith("[1] Refunds")  # 3 in each cell with retrieval on
+    diffs = [e.label for e in app.expander if e.label.startswith("Changes vs.")]
+    assert len(diffs) == 3
+    assert [b.label for b in app.get("download_button")] == ["Download Markdown", "Download JSON"]
+
+
+def test_compare_every_strategy_and_a_rerun_redraws_without_asking_again(engine):
+    app = AppTest.from_file(COMPARE, default_timeout=30).run()
+    app.checkbox[0].check()
+    compare(app)
+    assert len(engine.chat_model.calls) == 12
+    assert [h.value for h in app.subheader] == ["Zero-shot", "Few-shot", "Chain of thought"]
+
+    app.run()
+    assert len(engine.chat_model.calls) == 12
+
+
+def test_compare_without_an_adapter_keeps_the_grid_and_says_why(store, use_engine):
+    engine = make_engine(store)
+    engine._adapters = []
+    use_engine(engine)
+    app = compare(AppTest.from_file(COMPARE, default_timeout=30).run())
+    assert len(engine.chat_model.calls) == 2
+    assert [i.value for i in app.info] == ["No adapter is loaded: train one with `rag-train-adapter`."] * 2
+
+
+# -- Knowledge base ------------------------------------------------------------------------
+
+
+def test_the_knowledge_base_page_shows_what_is_stored(engine):
+    app = AppTest.from_file(KB, default_timeout=30).run()
+    assert not app.exception
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Documents"] == "3" and metrics["Chunks"] == "3"
+    assert "all-MiniLM-L6-v2" in app.caption[0].value
+
+
+def test_uploads_are_checked_on_the_server(engine, kb_dir):
+    app = AppTest.from_file(KB, default_timeout=30).run()
+    app.file_uploader[0].set_value(
+        [
+            ("returns.md", b"# Returns\n\nPrint a return label from the Returns tab.\n", "text/markdown"),
+            ("big.md", b"x" * (uploads.MAX_UPLOAD_BYTES + 1), "text/markdown"),
+            ("tool.exe", b"MZ", "application/octet-stream"),
+            ("../../escape.md", b"# Out\n", "text/markdown"),
+        ]
+    )
+    app.button[0].click().run()
+
+    assert not app.exception
+    assert [s.value for s in app.success] == ["Saved uploads/returns.md"]
+    errors = [e.value for e in app.error]
+    assert "over the 10 MB limit" in errors[0]
+    assert "which is not accepted" in errors[1]
+    assert "is not a plain file name" in errors[2]
+    assert sorted(p.name for p in (kb_dir / "uploads").iterdir()) == ["returns.md"]
+    assert not (kb_dir.parent / "escape.md").exists()
+
+
+def test_reingest_shows_the_plan_then_ingests_through_the_engines_store(engine, kb_dir):
+    (kb_dir / "returns.md").write_text("# Returns\n\nPrint a return label from the Returns tab.\n")
+    (kb_dir / "plans.md").unlink()
+    (kb_dir / "broken.pdf").write_bytes(b"not a pdf")
+    app = AppTest.from_file(KB, default_timeout=30).run()
+    next(b for b in app.button if b.label == "Check for changes").click().run()
+
+    plan = {m.label: m.value for m in app.metric}
+    assert (plan["Added"], plan["Removed"], plan["Unchanged"]) == ("1", "1", "2")
+    assert any("broken.pdf" in e.value for e in app.error)
+    assert engine.store.count() == 3  # a dry run writes nothing
+
+    next(b for b in app.button if b.label == "Re-ingest").click().run()
+    assert not app.exception
+    assert "1 chunk embedded" in app.success[0].value
+    assert sorted(engine.store.stats()["sources"]) == ["printing.md", "refunds.md", "returns.md"]
+    assert {m.label: m.value for m in app.metric}["Documents"] == "3"
+    assert engine.answer("return label Returns tab").sources[0].source == "returns.md"
+
+
+# -- Evaluate ------------------------------------------------------------------------------
+
+
+def test_evaluate_runs_the_grid_and_offers_the_report(engine, monkeypatch, tmp_path):
+    questions = tmp_path / "qa.jsonl"
+    questions.write_text(
+        '{"id": "r1", "question": "How long do refunds take?", "answer": "5 business days", '
+        '"must_include": ["5 days"], "source": "refunds.md", "kind": "fact"}\n'
+    )
+    monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
+    app = AppTest.from_file(EVALUATE, default_timeout=60).run()
+    app.file_uploader[0].set_value(("qa.jsonl", questions.read_bytes(), "application/json"))
+    next(b for b in app.button if b.label == "Run").click().run()
+
+    assert not app.exception, app.exception
+    assert len(engine.chat_model.calls) == 4
+    table = app.dataframe[0].value
+    assert list(table["configuration"]) == ["no-rag, base", "no-rag, support", "rag, base", "rag, support"]
+    assert list(table["recall"]) == [1.0, 1.0, 1.0, 1.0]
+    assert [b.label for b in app.get("download_button")] == ["Report (Markdown)", "Report (JSON)", "Chart (PNG)"]
+
+
+def test_a_bad_question_set_names_its_line(engine):
+    app = AppTest.from_file(EVALUATE, default_timeout=30).run()
+    app.file_uploader[0].set_value(("bad.jsonl", b'{"id": "a", "question": "q"}\nnot json\n', "application/json"))
+    next(b for b in app.button if b.label == "Run").click().run()
+    assert not app.exception
+    assert "line 1" in app.error[0].value and "bad.jsonl" in app.error[0].value
+    assert not engine.chat_model.calls

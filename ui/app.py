@@ -1,42 +1,142 @@
-"""The ragtune page. For now it shows what the chat will answer from; the chat engine is next."""
+"""The ragtune app: `streamlit run ui/app.py`. This file is the entry and the Chat page.
+
+The chat history and the sidebar's toggles live in `st.session_state`, per browser
+session; each stored answer keeps the label of the settings that produced it, so a
+toggle changed mid-conversation applies to the next question only.
+"""
+
+from __future__ import annotations
 
 import streamlit as st
 
-from chatbot.config import Settings
 from chatbot.errors import RagtuneError
-from chatbot.store import Store
-
-st.set_page_config(page_title="ragtune", page_icon=":speech_balloon:")
-st.title("ragtune")
-st.caption(
-    "See what prompt engineering, retrieval (RAG) and a LoRA adapter each buy, "
-    "alone or together, on your product's knowledge base."
+from ui.common import (
+    MODES,
+    NO_DOCUMENTS,
+    STRATEGY_LABELS,
+    Options,
+    adapter_label,
+    engine_or_stop,
+    render_details,
+    run_guarded,
+    show_error,
+    stream_answer,
 )
 
-try:
-    settings = Settings.from_env()
-    store = Store.open(settings)
-    try:
-        stats = store.stats()
-    finally:
-        store.close()  # local Qdrant allows one process per folder: do not hold it between reruns
-except RagtuneError as error:
-    st.error(str(error))
-    st.stop()
+SETTING_KEYS = ("use_retrieval", "adapter", "strategy", "top_k", "mode")
 
-st.subheader("Knowledge base")
-if not stats["exists"]:
-    st.warning(f"Collection '{stats['collection']}' is empty: run `rag-ingest data/kb` (or `make demo`) first.")
-else:
-    left, middle, right = st.columns(3)
-    left.metric("Documents", len(stats["sources"]))
-    middle.metric("Chunks", stats["chunks"])
-    right.metric("Collection", stats["collection"])
-    st.write(f"Embedded with {stats['embedding']}; last ingest {stats['updated']}.")
-    with st.expander("Sources"):
-        st.write("\n".join(f"- `{source}`" for source in stats["sources"]))
 
-st.info(
-    "The chat page is not built yet. The chat engine is ready on the command line: "
-    '`rag-chat "your question"` (or `rag-chat` for a conversation). This page shows the knowledge base it answers from.'
+def chat() -> None:
+    """The Chat page."""
+    st.title("Chat")
+    engine = engine_or_stop()
+    options = sidebar(engine)
+    if engine.store.count() == 0:
+        st.info(NO_DOCUMENTS, icon=":material/info:")
+
+    messages = st.session_state.setdefault("messages", [])
+    if not messages:
+        st.caption(
+            "Ask about the product. Flip retrieval, the adapter or the prompt strategy in the sidebar and ask again."
+        )
+    for message in messages:
+        with st.chat_message(message["role"]):
+            st.markdown(message["content"])
+            if message["role"] == "assistant":
+                render_details(message["answer"], message["label"])
+
+    question = st.chat_input("Ask a question about the product")
+    if not question:
+        return
+    history = [(message["role"], message["content"]) for message in messages]
+    with st.chat_message("user"):
+        st.markdown(question)
+    messages.append({"role": "user", "content": question})
+    with st.chat_message("assistant"):
+        try:
+            answer = stream_answer(engine, question, history, options)
+        except RagtuneError as error:
+            messages.pop()  # the question was not answered: let it be asked again
+            show_error(error)
+            return
+        render_details(answer, options.label())
+    messages.append({"role": "assistant", "content": answer.text, "answer": answer, "label": options.label()})
+
+
+def sidebar(engine) -> Options:
+    """The levers, read as plain values for the next question."""
+    adapters = engine.adapters()
+    top_k = engine.retriever.top_k  # RAG_TOP_K
+    defaults = {"use_retrieval": True, "adapter": None, "strategy": "zero-shot", "top_k": top_k, "mode": MODES[0]}
+    for key, value in defaults.items():
+        st.session_state.setdefault(key, value)
+    if st.session_state.adapter not in {info.name for info in adapters}:
+        st.session_state.adapter = None  # the adapter is gone (the server restarted without it)
+    with st.sidebar:
+        st.header("Settings")
+        use_retrieval = st.toggle("Use retrieval", key="use_retrieval", help="Answer from the knowledge base")
+        adapter = st.selectbox(
+            "Adapter", [None, *(info.name for info in adapters)], format_func=adapter_label, key="adapter"
+        )
+        strategy = st.selectbox(
+            "Prompt strategy", list(STRATEGY_LABELS), format_func=STRATEGY_LABELS.__getitem__, key="strategy"
+        )
+        top_k = st.slider("Passages (top-k)", 1, max(10, top_k), key="top_k", disabled=not use_retrieval)
+        mode = st.radio(
+            "Retrieval mode",
+            MODES,
+            key="mode",
+            horizontal=True,
+            disabled=not use_retrieval,
+            help="hybrid adds keywords",
+        )
+        if st.button("Clear chat", icon=":material/delete:", width="stretch"):
+            st.session_state.messages = []
+        if adapters:
+            st.subheader("Adapters")
+            for info in adapters:
+                adapter_card(engine, info)
+    return Options(use_retrieval, adapter, strategy, top_k, mode)
+
+
+def adapter_card(engine, info) -> None:
+    """An adapter's card, and a check that switching to it changes the model."""
+    with st.expander(info.name, icon=":material/tune:" if info.loaded else ":material/warning:"):
+        if info.problem:
+            st.warning(info.problem)
+        for key, value in info.card.items():
+            st.markdown(f"**{key}**: {value}")
+        if info.path:
+            st.caption(str(info.path))
+        if st.button("Is it applied?", key=f"probe-{info.name}", disabled=not info.loaded):
+            result = run_guarded(lambda: engine.probe(info.name))
+            if result is not None:
+                base, tuned = result["base_loss"], result["adapter_loss"]
+                st.metric(
+                    "Applied" if result["applied"] else "Not applied",
+                    f"{tuned:.3f} answer loss",
+                    f"{tuned - base:+.3f} vs base {base:.3f}",
+                    delta_color="inverse",  # lower loss is better
+                    help=f"Mean loss of the reference answers of {result['pairs']} probe pairs, adapter off and on",
+                )
+
+
+def keep_settings() -> None:
+    # Streamlit forgets a widget's value while its page is not shown; re-setting the keys
+    # on every run keeps the chat toggles when the user visits another page and comes back.
+    for key in SETTING_KEYS:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
+st.set_page_config(page_title="ragtune", page_icon=":material/forum:")
+keep_settings()
+navigation = st.navigation(
+    [
+        st.Page(chat, title="Chat", icon=":material/forum:", default=True),
+        st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+        st.Page("pages/knowledge_base.py", title="Knowledge base", icon=":material/library_books:"),
+        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+    ]
 )
+navigation.run()

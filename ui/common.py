@@ -1,0 +1,169 @@
+"""What every page shares: the one cached engine, error messages, and how an answer is shown.
+
+The engine (models + the open store) is built once per server process and shared by
+every session: it holds no per-user state, and every toggle is a per-call argument,
+so two browser sessions with different settings each get their own answers. A local
+Qdrant folder is locked to one process, so the pages reach the store through this
+engine and never open a second one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from chatbot.config import Settings
+from chatbot.engine import Answer, ChatEngine, build_engine
+from chatbot.errors import RagtuneError
+from chatbot.prompts import Strategy, heading_path
+from chatbot.retrieval import RetrievalMode
+
+STRATEGY_LABELS = {
+    Strategy.ZERO_SHOT.value: "Zero-shot",
+    Strategy.FEW_SHOT.value: "Few-shot",
+    Strategy.COT.value: "Chain of thought",
+}
+MODES = [RetrievalMode.HYBRID.value, RetrievalMode.DENSE.value]
+NO_DOCUMENTS = "No documents yet: ingest on the Knowledge base page or run `rag-ingest data/kb`."
+
+
+@st.cache_resource(show_spinner="Loading the models (first time only)...")
+def load_engine() -> ChatEngine:
+    """The engine for this server process; a failure is not cached, so fixing it and reloading the page works."""
+    # require_collection=False: the Knowledge base page must work before anything is ingested.
+    return build_engine(Settings.from_env(), require_collection=False)
+
+
+@st.cache_resource
+def ingest_lock() -> threading.Lock:
+    """One ingest at a time across all sessions (they share one store)."""
+    return threading.Lock()
+
+
+def engine_or_stop() -> ChatEngine:
+    """The shared engine, or the error's message (and the page stops there)."""
+    try:
+        return load_engine()
+    except RagtuneError as error:
+        st.error(str(error), icon=":material/error:")
+        st.stop()
+
+
+def show_error(error: RagtuneError) -> None:
+    """A user-fixable problem as its message, never a traceback."""
+    st.error(str(error), icon=":material/error:")
+
+
+@dataclass(frozen=True)
+class Options:
+    """The levers one answer was produced with, as the engine takes them and as the page labels them."""
+
+    use_retrieval: bool = True
+    adapter: str | None = None
+    strategy: str = Strategy.ZERO_SHOT.value
+    top_k: int | None = None
+    mode: str | None = None
+
+    def call_args(self) -> dict[str, Any]:
+        """Keyword arguments for `engine.stream`."""
+        return {
+            "use_retrieval": self.use_retrieval,
+            "adapter": self.adapter,
+            "strategy": self.strategy,
+            "top_k": self.top_k,
+            "mode": self.mode,
+        }
+
+    def label(self) -> str:
+        """E.g. 'retrieval on (hybrid, top 4) · adapter support-v1 · Few-shot'."""
+        if self.use_retrieval:
+            detail = ", ".join(part for part in (self.mode, self.top_k and f"top {self.top_k}") if part)
+            retrieval = f"retrieval on ({detail})" if detail else "retrieval on"
+        else:
+            retrieval = "retrieval off"
+        adapter = f"adapter {self.adapter}" if self.adapter else "base model"
+        return f"{retrieval} · {adapter} · {STRATEGY_LABELS.get(self.strategy, self.strategy)}"
+
+
+def stream_answer(engine: ChatEngine, question: str, history: list[tuple[str, str]], options: Options) -> Answer:
+    """Stream one answer into the current container and return the final `Answer`.
+
+    The stream is always closed before returning, even when the script is stopped or
+    rerun mid-answer: the model holds a lock for the whole stream, and a stream left
+    open would block the next one.
+    """
+    final: list[Answer] = []
+    with closing(engine.stream(question, history, **options.call_args())) as stream:
+
+        def pieces():
+            for item in stream:
+                if isinstance(item, Answer):
+                    final.append(item)
+                else:
+                    yield item
+
+        st.write_stream(pieces())
+    return final[0]
+
+
+def render_details(answer: Answer, label: str | None, *, prompt: bool = True) -> None:
+    """Under an answer: its sources, the settings label and timings, notes, and (optionally) the prompt."""
+    render_sources(answer)
+    st.caption(" · ".join(part for part in (label, timing_text(answer.timings)) if part))
+    if answer.abstained:
+        st.caption(f":material/block: Abstained without generating: {answer.abstain_reason}.")
+    if answer.citations_added:
+        cited = " ".join(f"[{n}]" for n in answer.citations_added)
+        st.caption(f":material/link: Citations {cited} added by the engine: the model cited nothing itself.")
+    if answer.loop_cut:
+        st.caption(":material/content_cut: Stopped where the model started repeating itself.")
+    if answer.reasoning:
+        with st.expander("Reasoning"):
+            st.text(answer.reasoning)
+    if prompt:
+        with st.expander("Prompt"):
+            st.code(answer.prompt, language=None, wrap_lines=True)
+
+
+def render_sources(answer: Answer) -> None:
+    """The passages the answer was given, numbered [n] as its citations are."""
+    for number, hit in enumerate(answer.sources, 1):
+        with st.expander(
+            f"[{number}] {heading_path(hit.title, hit.section)}  ·  {hit.score:.2f}", icon=":material/description:"
+        ):
+            st.caption(hit.source if hit.page is None else f"{hit.source}, page {hit.page}")
+            st.text(hit.text)
+
+
+def timing_text(timings: dict[str, float]) -> str:
+    """'4.2 s (first token 0.9 s)' from an answer's timings."""
+    total = sum(seconds for name, seconds in timings.items() if name != "first_token")
+    first = timings.get("first_token")
+    if first is None:
+        return f"{total:.1f} s"
+    before = sum(timings.get(name, 0.0) for name in ("condense", "retrieve", "prompt"))
+    return f"{total:.1f} s (first token {before + first:.1f} s)"
+
+
+def adapter_names(engine: ChatEngine) -> list[str]:
+    """The adapters the engine knows, by name."""
+    return [info.name for info in engine.adapters()]
+
+
+def adapter_label(name: str | None) -> str:
+    """How an adapter choice reads in a select box."""
+    return "None (base model)" if name is None else name
+
+
+def run_guarded(action: Callable[[], Any]) -> Any:
+    """Run `action`; a RagtuneError becomes its message on the page and None."""
+    try:
+        return action()
+    except RagtuneError as error:
+        show_error(error)
+        return None

@@ -1,0 +1,98 @@
+"""The Compare page's grid, its diffs and its exports: plain data and text, no widgets."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+
+from chatbot.engine import Answer
+from chatbot.prompts import heading_path
+from ui.common import Options, timing_text
+
+
+@dataclass
+class Cell:
+    """One combination of levers, and what it produced (an answer, an error, or a reason it did not run)."""
+
+    options: Options
+    answer: Answer | None = None
+    error: str | None = None
+    skipped: str | None = None
+
+    @property
+    def title(self) -> str:
+        """'Retrieval on · adapter X' (the strategy is the row's)."""
+        retrieval = "Retrieval on" if self.options.use_retrieval else "Retrieval off"
+        adapter = f"adapter {self.options.adapter}" if self.options.adapter else "base model"
+        return f"{retrieval} · {adapter}"
+
+
+def grid(
+    strategies: list[str], adapter: str | None, *, top_k: int | None = None, mode: str | None = None
+) -> list[Cell]:
+    """Cells row by row (one row per strategy): retrieval off/on x no adapter / `adapter`.
+
+    Without an adapter the adapter column is still laid out, as cells that say why they did not run.
+    """
+    cells = []
+    for strategy in strategies:
+        for name in (None, adapter or ""):
+            for use_retrieval in (False, True):
+                options = Options(use_retrieval, name or None, strategy, top_k, mode)
+                skipped = "No adapter is loaded: train one with `rag-train-adapter`." if name == "" else None
+                cells.append(Cell(options, skipped=skipped))
+    return cells
+
+
+def base_of(cells: list[Cell], cell: Cell) -> Cell:
+    """The cell every other cell of its row is compared against: retrieval off, no adapter."""
+    base = Options(False, None, cell.options.strategy, cell.options.top_k, cell.options.mode)
+    return next(c for c in cells if c.options == base)
+
+
+def word_diff(base: str, other: str) -> str:
+    """A word-level diff: '- words only in base' and '+ words only in other', one change a line."""
+    before, after = base.split(), other.split()
+    lines = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=before, b=after, autojunk=False).get_opcodes():
+        if tag in ("delete", "replace"):
+            lines.append("- " + " ".join(before[i1:i2]))
+        if tag in ("insert", "replace"):
+            lines.append("+ " + " ".join(after[j1:j2]))
+    return "\n".join(lines)
+
+
+def similarity(base: str, other: str) -> float:
+    """Share of words the two answers have in common, in order (1.0 = same words)."""
+    return difflib.SequenceMatcher(a=base.split(), b=other.split(), autojunk=False).ratio()
+
+
+def to_markdown(question: str, cells: list[Cell]) -> str:
+    """The comparison as a Markdown document."""
+    lines = ["# ragtune comparison", "", f"**Question:** {question}", ""]
+    for cell in cells:
+        lines += [f"## {cell.options.label()}", ""]
+        if cell.answer is None:
+            lines += [f"_{cell.error or cell.skipped}_", ""]
+            continue
+        lines += [cell.answer.text, ""]
+        for number, hit in enumerate(cell.answer.sources, 1):
+            lines.append(f"- [{number}] {heading_path(hit.title, hit.section)} (`{hit.source}`, score {hit.score:.2f})")
+        lines += ["", f"_{timing_text(cell.answer.timings)}_", ""]
+    return "\n".join(lines)
+
+
+def to_json(question: str, cells: list[Cell]) -> str:
+    """The comparison as JSON: the question and, per cell, its options and the `rag-chat --json` answer."""
+    shown = [
+        {
+            "options": cell.options.call_args(),
+            "label": cell.options.label(),
+            "answer": cell.answer.to_json() if cell.answer else None,
+            "error": cell.error,
+            "skipped": cell.skipped,
+        }
+        for cell in cells
+    ]
+    return json.dumps({"question": question, "cells": shown}, indent=2, ensure_ascii=False)

@@ -1,0 +1,113 @@
+"""Evaluate: a question set over the grid, with progress, the table, the chart and the files to download.
+
+Answers are cached where `rag-eval` caches them, so the page and the command share
+work: a re-run, or a run cut short by leaving the page, asks the model only what is
+still missing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from chatbot import evaluation
+from chatbot.config import Settings
+from chatbot.metrics import METRICS
+from chatbot.questions import Question
+from ui.common import engine_or_stop, run_guarded, show_error
+from ui.uploads import MAX_UPLOAD_MB, UploadError, clean_name
+
+DEFAULT_QUESTIONS = Path("data/kb_qa.jsonl")
+AXES = {"retrieval": "Retrieval off / on", "adapter": "Adapter off / on", "strategy": "Prompt strategy"}
+
+st.set_page_config(page_title="ragtune · Evaluate", layout="wide")
+st.title("Evaluate")
+st.caption("Run a question set through each configuration and see which lever helped on your data.")
+engine = engine_or_stop()
+
+
+def read_questions(upload) -> tuple[list[Question], str] | None:
+    """The uploaded question set, or the sample one; its errors (with line numbers) shown as messages."""
+    if upload is None:
+        return run_guarded(lambda: (evaluation.load_questions(DEFAULT_QUESTIONS), str(DEFAULT_QUESTIONS)))
+    try:
+        name = clean_name(upload.name)
+        if not name.endswith(".jsonl") or upload.size > MAX_UPLOAD_MB * 1024 * 1024:
+            raise UploadError(f"{upload.name!r} is not a .jsonl file of at most {MAX_UPLOAD_MB} MB.")
+    except UploadError as error:
+        show_error(error)
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name  # under its own name, so an error says "my-set.jsonl, line 3"
+        path.write_bytes(upload.getvalue())
+        return run_guarded(lambda: (evaluation.load_questions(path), name))
+
+
+with st.form("evaluate"):
+    upload = st.file_uploader(
+        f"Question set (default: `{DEFAULT_QUESTIONS}`)",
+        max_upload_size=MAX_UPLOAD_MB,
+        help="jsonl, one question a line",
+    )
+    left, right = st.columns([3, 1])
+    axes = left.multiselect("Vary", list(AXES), default=["retrieval", "adapter"], format_func=AXES.__getitem__)
+    limit = right.number_input("Questions (0 = all)", min_value=0, value=10, step=5)
+    submitted = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+
+if submitted:
+    loaded = read_questions(upload)
+    configs = run_guarded(lambda: evaluation.default_configs(engine, tuple(axes)))
+    if loaded is not None and configs is not None:
+        questions, name = loaded
+        questions = questions[:limit] if limit else questions
+        bar = st.progress(0.0, text=f"{len(questions)} questions x {len(configs)} configurations")
+
+        def progress(done: int, total: int, config) -> None:
+            bar.progress(done / total, text=f"{config.label}: {done} of {total} answers")
+
+        cache = evaluation.ResultCache(Settings.from_env().cache_dir / "eval" / "results.jsonl")
+        report = run_guarded(
+            lambda: evaluation.run_evaluation(
+                engine, questions, configs, cache=cache, progress=progress, question_set=name
+            )
+        )
+        bar.empty()
+        if report is not None:
+            with tempfile.TemporaryDirectory() as folder:
+                paths = evaluation.write_report(report, folder)
+                files = {kind: path.read_bytes() for kind, path in paths.items()}
+            st.session_state.evaluation = {"summary": report.summary(), "files": files, "fresh": cache.written}
+
+result = st.session_state.get("evaluation")
+if result is None:
+    st.stop()
+summary = result["summary"]
+st.caption(
+    f"{summary['questions']} questions ({summary['unanswerable']} unanswerable) x {len(summary['configs'])} "
+    f"configurations · {result['fresh']} answers generated, {summary['results_cached']} from the cache"
+)
+rows = [
+    {"configuration": config["label"], **{m.header: config["metrics"].get(m.key) for m in METRICS}}
+    for config in summary["configs"]
+]
+st.dataframe(rows, hide_index=True, width="stretch")
+with st.expander("How each metric is computed"):
+    st.markdown("\n".join(f"- **{metric.header}**: {metric.how}." for metric in METRICS))
+st.image(result["files"]["chart"], width="stretch")
+downloads = (
+    ("Report (Markdown)", "markdown", "report.md", "text/markdown"),
+    ("Report (JSON)", "json", "report.json", "application/json"),
+    ("Chart (PNG)", "chart", "report.png", "image/png"),
+)
+for column, (label, kind, file_name, mime) in zip(st.columns(3), downloads, strict=True):
+    column.download_button(
+        label,
+        result["files"][kind],
+        file_name=file_name,
+        mime=mime,
+        on_click="ignore",
+        icon=":material/download:",
+        width="stretch",
+    )

@@ -1,0 +1,122 @@
+"""Knowledge base: what the collection holds, uploads, and an incremental re-ingest that shows its plan first.
+
+Ingestion runs through the engine's own open store and embedding model: a local
+Qdrant folder is locked to one process, and this server process already holds it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import streamlit as st
+
+from chatbot.config import Settings
+from ingest.pipeline import IngestReport, ingest_paths
+from ui import uploads
+from ui.common import engine_or_stop, ingest_lock, run_guarded, show_error
+from ui.uploads import MAX_UPLOAD_MB, UploadError, save_upload
+
+PHASES = {"hash": "Checking files", "load": "Reading files", "embed": "Embedding chunks"}
+
+st.set_page_config(page_title="ragtune · Knowledge base")
+st.title("Knowledge base")
+engine = engine_or_stop()
+kb_dir = uploads.KB_DIR.resolve()
+
+stats = run_guarded(engine.store.stats)
+if stats is None:
+    st.stop()
+updated = datetime.fromisoformat(stats["updated"]).strftime("%Y-%m-%d %H:%M UTC") if stats["updated"] else "never"
+documents, chunks, last = st.columns(3)
+documents.metric("Documents", len(stats["sources"]))
+chunks.metric("Chunks", stats["chunks"])
+last.metric("Last ingest", updated)
+st.caption(f"Collection `{stats['collection']}` · embedded with {stats['embedding'] or 'nothing yet'}")
+if stats["sources"]:
+    manifest = engine.store.manifest()
+    with st.expander(f"Sources ({len(stats['sources'])})", icon=":material/description:"):
+        rows = [{"source": source, "chunks": manifest.get(source, {}).get("chunks")} for source in stats["sources"]]
+        st.dataframe(rows, hide_index=True, width="stretch")
+
+st.subheader("Add documents")
+with st.form("upload", clear_on_submit=True, border=False):
+    files = st.file_uploader(
+        f"Files go to `{kb_dir.name}/{uploads.UPLOADS}/`; re-ingest to make them searchable.",
+        accept_multiple_files=True,
+        max_upload_size=MAX_UPLOAD_MB,
+        help=f"{', '.join(s.lstrip('.') for s in uploads.ALLOWED_SUFFIXES)}; up to {MAX_UPLOAD_MB} MB each",
+    )
+    if st.form_submit_button("Add to the knowledge base", icon=":material/upload:"):
+        for file in files or []:
+            try:
+                path = save_upload(file.name, file.getvalue(), kb_dir)
+            except UploadError as error:
+                show_error(error)
+            else:
+                st.success(f"Saved {path.relative_to(kb_dir).as_posix()}", icon=":material/check:")
+
+
+def ingest(*, dry_run: bool, progress=None) -> IngestReport | None:
+    """Bring the collection in line with the knowledge-base folder (or, dry, say what that would do)."""
+    lock = ingest_lock()
+    if not lock.acquire(blocking=False):
+        st.warning("Another session is ingesting right now: try again in a moment.")
+        return None
+    try:
+        return run_guarded(
+            lambda: ingest_paths(
+                [kb_dir],
+                Settings.from_env(),
+                store=engine.store,
+                embeddings=engine.retriever.embeddings,
+                dry_run=dry_run,
+                progress=progress,
+            )
+        )
+    finally:
+        lock.release()
+
+
+def show_counts(report: IngestReport) -> None:
+    for column, name in zip(st.columns(4), ("added", "changed", "removed", "unchanged"), strict=True):
+        column.metric(name.capitalize(), len(getattr(report, name)))
+    listed = [(name, getattr(report, name)) for name in ("added", "changed", "removed")]
+    if any(paths for _, paths in listed):
+        with st.expander("Files"):
+            for name, paths in listed:
+                for path in paths:
+                    st.markdown(f"- {name}: `{path}`")
+    for failure in report.failed:
+        st.error(f"`{failure['path']}`: {failure['error']}", icon=":material/error:")
+
+
+st.subheader("Re-ingest")
+st.caption(f"Only added or changed files are embedded; files deleted from `{kb_dir}` are removed.")
+if not kb_dir.is_dir():
+    st.warning(f"The knowledge-base folder {kb_dir} does not exist: upload a file or create it.")
+    st.stop()
+
+if result := st.session_state.pop("ingest_result", None):
+    embedded = f"{result.chunks} chunk{'s' * (result.chunks != 1)} embedded"
+    st.success(f"Re-ingested in {result.seconds:.1f} s: {embedded}.", icon=":material/check:")
+    show_counts(result)
+
+if st.button("Check for changes", icon=":material/difference:"):
+    st.session_state.ingest_plan = ingest(dry_run=True)
+
+plan: IngestReport | None = st.session_state.get("ingest_plan")
+if plan is not None:
+    show_counts(plan)
+    if not (plan.added or plan.changed or plan.removed):
+        st.info("Nothing to do: the collection matches the folder.", icon=":material/check:")
+    elif st.button("Re-ingest", type="primary", icon=":material/sync:"):
+        bar = st.progress(0.0, text="Starting...")
+        report = ingest(
+            dry_run=False,
+            progress=lambda phase, done, total: bar.progress(done / max(total, 1), text=f"{phase}: {done} of {total}"),
+        )
+        bar.empty()
+        del st.session_state.ingest_plan
+        if report is not None:
+            st.session_state.ingest_result = report
+            st.rerun()  # redraw the counts at the top
