@@ -43,3 +43,7 @@ class AdapterNotFoundError(RagtuneError):
 
 class InvalidOptionError(RagtuneError):
     """An option has a value outside its choices (strategy, retrieval mode, ...)."""
+
+
+class QuestionSetError(RagtuneError):
+    """A question set (jsonl) has a bad line, or names sources the collection does not hold."""

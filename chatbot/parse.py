@@ -78,3 +78,31 @@ def supporting_passages(text: str, passages: Sequence[str], *, question: str = "
         if max(shares) >= SUPPORT:
             found.setdefault(shares.index(max(shares)) + 1, None)
     return list(found)
+
+
+# Phrases that say the answer is not available. Each names the speaker ("I") or the
+# documents as its subject, so that "If you cannot find the Print button" or "Starter
+# does not include webhooks" in a real answer is not mistaken for a refusal.
+_DOCS = (
+    r"(?:context|passages?|help cent(?:re|er)|knowledge base|documentation|docs|articles?|information|text|sources?)"
+)
+_REFUSAL = re.compile(
+    "|".join(
+        [
+            r"\bI (?:do not|don't|dont) know\b",
+            r"\bI (?:do not|don't) have (?:any |enough )?(?:information|details|data)\b",
+            r"\bI (?:cannot|can't|can not|could not|couldn't|am unable to|'m unable to) (?:find|see|answer|tell|say)\b",
+            rf"\b{_DOCS} (?:provided )?(?:does not|doesn't|do not|don't)(?: seem to)? "
+            r"(?:cover|mention|say|state|contain|include|provide|specify|explain)\b",
+            r"\bnot (?:mentioned|covered|stated|specified|found|described) (?:in|by) (?:the )?(?:provided )?" + _DOCS,
+            r"\bis not mentioned\b",
+            r"\bno (?:information|mention|details)(?: is given)? (?:about|on|of|regarding)\b",
+        ]
+    ),
+    re.IGNORECASE,
+)
+
+
+def is_refusal(text: str) -> bool:
+    """Whether an answer says it cannot answer (the engine's "I don't know", "the context does not cover", ...)."""
+    return bool(_REFUSAL.search(text.replace("\u2019", "'")))

@@ -1,0 +1,283 @@
+"""Run a question set through a grid of configurations and keep every answer: the engine of `rag-eval`.
+
+The public surface, shared by `rag-eval` and the Streamlit evaluation page:
+
+    questions = load_questions("data/kb_qa.jsonl")        # QuestionSetError names each bad line
+    configs = default_configs(engine, axes=("retrieval", "adapter"))
+    report = run_evaluation(engine, questions, configs, cache=ResultCache(path), progress=callback)
+    write_report(report, "eval-report")                   # {"json": ..., "markdown": ..., "chart": ...}
+    report.to_markdown(); report.summary()                # the table; a JSON-able summary
+
+`progress(done, total, config)` is called after every result, cached or not.
+
+Model answers are slow and retrieval is cheap, so the trade is: every answer is
+cached the moment it is finished (one JSON line appended), keyed by everything that
+could change it (question text, configuration, model, adapter identity, collection
+contents, prompt templates, decoding settings), while retrieval is simply re-run.
+Re-running after adding one question asks the model only about that question, an
+interrupted run resumes where it stopped, and re-ingesting changed documents
+invalidates what they could have changed. Metrics are computed from the cached raw
+answers at report time, so editing `must_include` costs no model call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chatbot.errors import AdapterNotFoundError, InvalidOptionError, RagtuneError
+from chatbot.prompts import Strategy, build_messages, parse_strategy
+from chatbot.questions import Question, check_sources, load_questions
+from chatbot.report import Config, Report, Result, write_report
+
+if TYPE_CHECKING:
+    from chatbot.engine import ChatEngine
+    from chatbot.store import Store
+
+AXES = ("retrieval", "adapter", "strategy")
+CACHE_VERSION = 1
+RETRIEVAL_DEPTH = 5
+Progress = Callable[[int, int, Config], None]
+
+
+class ResultCache:
+    """Finished results as JSON lines in one file, appended one by one so an interrupted run loses none."""
+
+    def __init__(self, path: str | Path, *, read: bool = True) -> None:
+        self.path = Path(path)
+        self.written = 0  # results added by this process
+        self._results: dict[str, Result] = {}
+        if read and self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the half-written last line of a killed run: that answer is simply asked again
+                self._results[item["key"]] = Result.from_json(item["result"])
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def get(self, key: str) -> Result | None:
+        """The cached result for `key`, if any."""
+        return self._results.get(key)
+
+    def put(self, key: str, result: Result) -> None:
+        """Store a result, on disk at once."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a+", encoding="utf-8") as file:
+            file.seek(0, 2)
+            if file.tell() and not self._ends_with_newline():
+                file.write("\n")  # never glue a record onto a killed run's half line
+            file.write(json.dumps({"key": key, "result": result.to_json()}, ensure_ascii=False) + "\n")
+        self._results[key] = result
+        self.written += 1
+
+    def _ends_with_newline(self) -> bool:
+        with self.path.open("rb") as file:
+            file.seek(-1, 2)
+            return file.read(1) == b"\n"
+
+
+def default_configs(
+    engine: ChatEngine,
+    axes: Sequence[str] = ("retrieval", "adapter"),
+    *,
+    adapters: Sequence[str] | None = None,
+    strategies: Sequence[str] | None = None,
+) -> list[Config]:
+    """The grid: every combination of the values of `axes`; an axis left out keeps one value.
+
+    Retrieval varies off/on (fixed: on); adapter varies base + each loaded adapter, or the
+    `adapters` named (fixed: the one named, else base); strategy varies over `strategies`
+    or all three (fixed: the one named, else zero-shot).
+    """
+    unknown = [axis for axis in axes if axis not in AXES]
+    if unknown:
+        raise InvalidOptionError(f"Grid axis {unknown[0]!r} is not one of: {', '.join(AXES)}.")
+    loaded = [info.name for info in engine.adapters() if getattr(info, "loaded", True)]
+    for name in adapters or ():
+        if name not in loaded:
+            raise AdapterNotFoundError(
+                f"Adapter {name!r} is not loaded; loaded: {', '.join(loaded) or 'none'}. "
+                "Train or register it first (rag-train-adapter), or drop it from --adapters."
+            )
+    chosen_strategies = [parse_strategy(name).value for name in strategies or ()]
+    retrievals = [False, True] if "retrieval" in axes else [True]
+    adapter_values = [None, *(adapters or loaded)] if "adapter" in axes else [_single("adapters", adapters)]
+    if "strategy" in axes:
+        strategy_values = chosen_strategies or [strategy.value for strategy in Strategy]
+    else:
+        strategy_values = [_single("strategies", chosen_strategies) or Strategy.ZERO_SHOT.value]
+    return [
+        Config(retrieval, adapter, strategy)
+        for retrieval in retrievals
+        for adapter in dict.fromkeys(adapter_values)
+        for strategy in dict.fromkeys(strategy_values)
+    ]
+
+
+def _single(option: str, values: Sequence[str] | None) -> str | None:
+    if values and len(values) > 1:
+        axis = "adapter" if option == "adapters" else "strategy"
+        raise InvalidOptionError(
+            f"{len(values)} {option} given ({', '.join(values)}) but the {axis} axis is not varied: "
+            f"add {axis} to the grid (--grid ...,{axis}) or name one."
+        )
+    return values[0] if values else None
+
+
+def run_evaluation(
+    engine: ChatEngine,
+    questions: Sequence[Question],
+    configs: Sequence[Config],
+    *,
+    cache: ResultCache | None = None,
+    progress: Progress | None = None,
+    question_set: str | Path | None = None,
+) -> Report:
+    """Answer every question under every configuration (cached answers are reused) and return the report."""
+    store = _store(engine)
+    known = set(store.stored_sources()) | set(store.manifest())
+    check_sources(questions, known, collection=store.collection, path=question_set)
+    identity = run_identity(engine)
+    retrieved = {q.id: _retrieved_sources(engine, q.question) for q in questions if q.answerable}
+    results: dict[tuple[str, Config], Result] = {}
+    done, total, reused = 0, len(questions) * len(configs), 0
+    for config in configs:
+        context = {**identity, "config": config.to_json(), "adapter": adapter_identity(engine, config.adapter)}
+        context["prompt"] = prompt_hash(engine, config)
+        for question in questions:
+            key = result_key(question.question, context)
+            result = cache.get(key) if cache is not None else None
+            if result is None:
+                result = _ask(engine, question, config)
+                if cache is not None:
+                    cache.put(key, result)
+            else:
+                reused += 1
+            results[(question.id, config)] = result
+            done += 1
+            if progress is not None:
+                progress(done, total, config)
+    info = {
+        "question_set": str(question_set) if question_set else None,
+        "model": identity["model"],
+        "collection": identity["collection"],
+        "settings": identity["decoding"],
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return Report(list(questions), list(configs), results, retrieved, info, reused)
+
+
+def _ask(engine: ChatEngine, question: Question, config: Config) -> Result:
+    started = time.perf_counter()
+    try:
+        answer = engine.answer(
+            question.question, use_retrieval=config.retrieval, adapter=config.adapter, strategy=config.strategy
+        )
+    except RagtuneError as error:
+        # Same error class, so the CLI still reports it in one line, now naming the question.
+        raise type(error)(f"Question {question.id} (line {question.line}), {config.label}: {error}") from error
+    return Result.from_answer(answer, time.perf_counter() - started)
+
+
+def _retrieved_sources(engine: ChatEngine, question: str) -> list[str]:
+    hits = engine.retriever.retrieve(question, k=max(RETRIEVAL_DEPTH, engine.retriever.top_k))
+    return [hit.source for hit in hits]
+
+
+def _store(engine: ChatEngine) -> Store:
+    return getattr(engine, "store", None) or engine.retriever.store
+
+
+def model_name(engine: ChatEngine) -> str:
+    """The generator's name as the engine reports it."""
+    model = engine.chat_model
+    named = getattr(engine, "model_name", None) or getattr(model, "model_name", None)
+    return named or getattr(model, "_llm_type", None) or type(model).__name__
+
+
+def run_identity(engine: ChatEngine) -> dict[str, Any]:
+    """What every answer of this run depends on: model, collection contents, retrieval and decoding settings."""
+    store = _store(engine)
+    manifest = store.manifest()
+    retriever, model = engine.retriever, engine.chat_model
+    return {
+        "version": CACHE_VERSION,
+        "model": model_name(engine),
+        "collection": {
+            "name": store.collection,
+            "fingerprint": store.fingerprint(),
+            "sources_hash": _digest({source: entry.get("hash") for source, entry in manifest.items()}),
+            "chunks": store.count(),
+        },
+        "decoding": {
+            "top_k": retriever.top_k,
+            "mode": str(retriever.mode),
+            "mmr": retriever.mmr,
+            "score_threshold": retriever.score_threshold,
+            "abstain_threshold": engine.abstain_threshold,
+            "prompt_tokens": engine.prompt_tokens,
+            "max_new_tokens": getattr(model, "max_new_tokens", None),
+            "temperature": getattr(model, "temperature", None),
+            "repetition_penalty": getattr(model, "repetition_penalty", None),
+        },
+    }
+
+
+def adapter_identity(engine: ChatEngine, name: str | None) -> str | None:
+    """What tells two adapters of one name apart: the card's creation time, else its files' hash, else the name."""
+    if name is None:
+        return None
+    info = next((info for info in engine.adapters() if info.name == name), None)
+    created = (getattr(info, "card", None) or {}).get("created")
+    if created:
+        return f"{name}@{created}"
+    folder = getattr(info, "path", None)
+    if folder and Path(folder).is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            digest.update(file.relative_to(folder).as_posix().encode() + b"\0" + file.read_bytes())
+        return f"{name}#{digest.hexdigest()[:16]}"
+    return name
+
+
+def prompt_hash(engine: ChatEngine, config: Config) -> str:
+    """A hash of the prompt templates and examples one configuration renders (an edited template re-asks)."""
+    messages = build_messages(
+        "{question}",
+        [],
+        strategy=parse_strategy(config.strategy),
+        examples=engine.examples,
+        use_retrieval=config.retrieval,
+    )
+    return _digest([[message.type, str(message.content)] for message in messages])
+
+
+def result_key(question: str, context: dict[str, Any]) -> str:
+    """The cache key of one question's answer under one configuration and run identity."""
+    return _digest({"question": question, **context})
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+__all__ = [
+    "AXES",
+    "Config",
+    "Question",
+    "Report",
+    "Result",
+    "ResultCache",
+    "default_configs",
+    "load_questions",
+    "run_evaluation",
+    "write_report",
+]
