@@ -23,13 +23,14 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
 
 from chatbot.config import Settings
-from chatbot.errors import InvalidOptionError
+from chatbot.errors import AdapterNotFoundError, InvalidOptionError
 from chatbot.parse import cited_numbers, cut_loop, split_reasoning, supporting_passages, visible_answer
 from chatbot.prompts import Examples, Passage, Strategy, build_messages, heading_path, parse_strategy
 from chatbot.retrieval import Hit, Retriever
 
 if TYPE_CHECKING:
     from chatbot.generation import LocalChatModel
+    from chatbot.store import Store
 
 # Best-passage cosine under which the engine abstains. On data/kb_qa.jsonl (bench/eval_retrieval.py)
 # it keeps all 43 answerable questions and refuses 3 of 6 unanswerable ones; calibrate per knowledge base.
@@ -82,10 +83,13 @@ class Answer:
 
 @dataclass(frozen=True)
 class AdapterInfo:
-    """A LoRA adapter the engine can switch to, and its card."""
+    """A registered LoRA adapter: its card, and whether it is loaded (if not, `problem` says why)."""
 
     name: str
     card: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    loaded: bool = True
+    problem: str | None = None
 
 
 class ChatEngine:
@@ -100,9 +104,12 @@ class ChatEngine:
         abstain_threshold: float = ABSTAIN_THRESHOLD,
         history_tokens: int = 512,
         prompt_tokens: int = 2048,
+        adapters: Sequence[AdapterInfo] | None = None,
     ) -> None:
         self.retriever = retriever
         self.chat_model = chat_model
+        loaded = getattr(chat_model.model, "peft_config", {}) or {}
+        self._adapters = list(adapters) if adapters is not None else [AdapterInfo(name) for name in loaded]
         self.examples = examples or Examples.load()
         self.abstain_threshold = abstain_threshold
         self.history_tokens = history_tokens
@@ -117,10 +124,39 @@ class ChatEngine:
         """Release the store (a local Qdrant folder is locked while open)."""
         self.retriever.store.close()
 
+    @property
+    def store(self) -> Store:
+        """The store the engine answers from (the page ingests through it: local Qdrant allows one client)."""
+        return self.retriever.store
+
+    @property
+    def model_name(self) -> str:
+        """The generator's name, as adapters' cards record their base model."""
+        return self.chat_model.model_name
+
     def adapters(self) -> list[AdapterInfo]:
-        """The adapters loaded next to the base model (none until one is registered)."""
-        names = getattr(self.chat_model.model, "peft_config", {}) or {}
-        return [AdapterInfo(name) for name in names]
+        """Every registered adapter: the loaded ones can be passed as `adapter=`; the others say why not."""
+        return list(self._adapters)
+
+    def probe(self, adapter: str) -> dict[str, Any]:
+        """Is `adapter` applied? The answer loss on its card's held-out pairs with it off and on."""
+        info = next((item for item in self._adapters if item.name == adapter), None)
+        if info is None or not info.loaded:
+            reason = info.problem if info else "no adapter of that name is registered"
+            raise AdapterNotFoundError(f"Cannot probe adapter {adapter!r}: {reason}.")
+        pairs = info.card.get("probe") or [_example_pair(item, self.examples) for item in self.examples.items]
+        base = [self.chat_model.answer_loss(p["messages"], p["answer"], adapter=None) for p in pairs]
+        tuned = [self.chat_model.answer_loss(p["messages"], p["answer"], adapter=adapter) for p in pairs]
+        base_loss, adapter_loss = sum(base) / len(base), sum(tuned) / len(tuned)
+        return {
+            "adapter": adapter,
+            "pairs": len(pairs),
+            "base_loss": round(base_loss, 4),
+            "adapter_loss": round(adapter_loss, 4),
+            "delta": round(base_loss - adapter_loss, 4),
+            # A LoRA that is not applied (or is all zeros) leaves the loss exactly where it was.
+            "applied": abs(base_loss - adapter_loss) > 1e-4,
+        }
 
     def answer(self, question: str, history: History = (), **options: Any) -> Answer:
         """Answer one question (same options as `stream`)."""
@@ -316,6 +352,31 @@ def _dont_know(hits: list[Hit]) -> str:
     return f"{DONT_KNOW} The closest pages I found: {found}."
 
 
+def _example_pair(item: dict[str, Any], examples: Examples) -> dict[str, Any]:
+    # An adapter without probe pairs on its card is probed on the few-shot examples, as RAG prompts.
+    passages = [Passage(p["title"], p.get("section", ""), p["text"]) for p in item["context"]]
+    messages = build_messages(item["question"], passages, strategy=Strategy.ZERO_SHOT, examples=examples)
+    roles = {"system": "system", "human": "user", "ai": "assistant"}
+    return {
+        "messages": [{"role": roles[m.type], "content": str(m.content)} for m in messages],
+        "answer": item["answer"],
+    }
+
+
+def load_adapters(settings: Settings, local: Any) -> tuple[Any, list[AdapterInfo]]:
+    """Every registered adapter that fits the generator, on one PeftModel; the rest listed with the reason."""
+    from adapters.loading import attach
+    from adapters.registry import adapter_dirs, discover
+
+    registered = discover(adapter_dirs(settings))
+    model, problems = attach(local.model, registered, local.name)
+    infos = [
+        AdapterInfo(a.name, a.card, str(a.path), loaded=a.name not in problems, problem=problems.get(a.name))
+        for a in registered
+    ]
+    return model, infos
+
+
 def build_engine(settings: Settings, *, require_collection: bool = True) -> ChatEngine:
     """Load the models and open the store the settings name: the one way the page and CLIs get an engine."""
     from chatbot.generation import build_chat_model  # imports torch
@@ -327,7 +388,10 @@ def build_engine(settings: Settings, *, require_collection: bool = True) -> Chat
         if require_collection:
             store.require_points()  # fail in a second, before the models take their seconds to load
         retriever = Retriever(store, load_embeddings(settings), top_k=settings.top_k)
-        return ChatEngine(retriever, build_chat_model(load_generator(settings), max_new_tokens=160))
+        local = load_generator(settings)
+        model, adapters = load_adapters(settings, local)
+        chat_model = build_chat_model(replace(local, model=model), max_new_tokens=160)
+        return ChatEngine(retriever, chat_model, adapters=adapters)
     except BaseException:
         store.close()
         raise

@@ -45,5 +45,9 @@ class InvalidOptionError(RagtuneError):
     """An option has a value outside its choices (strategy, retrieval mode, ...)."""
 
 
+class TrainingDataError(RagtuneError):
+    """A training-pairs file has a line that cannot be used; the message names the line."""
+
+
 class QuestionSetError(RagtuneError):
     """A question set (jsonl) has a bad line, or names sources the collection does not hold."""

@@ -152,6 +152,17 @@ class LocalChatModel(BaseChatModel):
         )
         return len(encoded["input_ids"])
 
+    def answer_loss(self, messages: list[dict[str, str]], answer: str, *, adapter: str | None = None) -> float:
+        """Mean negative log-likelihood of `answer`'s tokens after `messages` (lower: the model expects it more)."""
+        import torch
+
+        from adapters.pairs import Pair, encode
+
+        ids, labels = encode(Pair(messages, answer, line=0), self.tokenizer)
+        check_adapter(self.model, adapter)
+        with model_lock(self.model), use_adapter(self.model, adapter), torch.no_grad():
+            return float(self.model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss)
+
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence | None = None) -> int:
         """LangChain's name for `count_tokens` (tools are not supported)."""
         return self.count_tokens(messages)

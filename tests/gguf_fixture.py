@@ -11,6 +11,7 @@ The file mirrors what llama.cpp's `convert_hf_to_gguf.py` produces for a Llama m
 from __future__ import annotations
 
 import json
+import string
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -145,3 +146,25 @@ def write_tiny_llama_gguf(path: Path, *, seed: int = 0) -> LlamaForCausalLM:
     writer.write_tensors_to_file()
     writer.close()
     return model
+
+
+def tiny_model(folder):
+    """Load the converted tiny Llama with varied weights and a head that only emits printable ASCII."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    generator = torch.Generator().manual_seed(0)
+    printable = set(string.ascii_letters + " .,?!")
+    words = [tokenizer.decode([i]) for i in range(model.config.vocab_size)]
+    allowed = torch.tensor([bool(w) and set(w) <= printable for w in words])
+    with torch.no_grad():
+        for name, weights in model.named_parameters():
+            if "norm" not in name:
+                weights.normal_(0, 1.0, generator=generator)
+        head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.copy_(torch.where(allowed, 0.0, -1e4))
+    model.lm_head = head
+    return model, tokenizer

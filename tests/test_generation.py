@@ -8,13 +8,13 @@ one newline forever, which would make every test below pass or fail for the wron
 
 from __future__ import annotations
 
-import string
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
+from gguf_fixture import tiny_model as _tiny_model
 from gguf_fixture import write_tiny_llama_gguf
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
@@ -25,28 +25,6 @@ from chatbot.generation import LocalChatModel, _StopStrings, build_chat_model
 pytestmark = pytest.mark.model
 
 QUESTION = [SystemMessage("Answer briefly."), HumanMessage("What is the capital of France?")]
-
-
-def _tiny_model(folder):
-    """Load the converted tiny Llama with varied weights and a head that only emits printable ASCII."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    generator = torch.Generator().manual_seed(0)
-    printable = set(string.ascii_letters + " .,?!")
-    words = [tokenizer.decode([i]) for i in range(model.config.vocab_size)]
-    allowed = torch.tensor([bool(w) and set(w) <= printable for w in words])
-    with torch.no_grad():
-        for name, weights in model.named_parameters():
-            if "norm" not in name:
-                weights.normal_(0, 1.0, generator=generator)
-        head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
-        head.weight.copy_(model.lm_head.weight)
-        head.bias.copy_(torch.where(allowed, 0.0, -1e4))
-    model.lm_head = head
-    return model, tokenizer
 
 
 @pytest.fixture(scope="module")

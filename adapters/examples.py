@@ -1,0 +1,150 @@
+"""Build the shipped adapter's training pairs from seed questions and the ingested knowledge base.
+
+`python -m adapters.examples SEEDS.jsonl --out PAIRS.jsonl` turns each seed
+(`{"question", "answer", "source", "quote", "kind"}`, `answer`/`source`/`quote` null for
+questions the knowledge base cannot answer) into pairs shaped like the engine's real
+prompts, so the adapter learns the job it will do:
+
+- answerable: the passages the real retriever returns for the question, with the passage
+  holding `quote` among them at a random place, -> the short answer citing that passage;
+- the same question with every passage from its page taken out -> a plain refusal;
+- out-of-scope questions with what retrieval found for them -> a plain refusal;
+- a few questions without any context (the plain prompt) -> the answer, for the voice.
+
+Strategies follow use: mostly zero-shot, some few-shot and chain-of-thought. Refusals
+are held to about a fifth: more taught an earlier probe to refuse nearly everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from chatbot.config import Settings
+from chatbot.errors import RagtuneError, TrainingDataError
+
+REFUSAL = "I don't know. The help centre does not cover this."
+STRATEGIES = (["zero-shot"] * 14) + (["few-shot"] * 3) + (["cot"] * 3)
+REFUSE_ANSWERABLE = 0.1  # share of answerable seeds also used as "the context lacks it" refusals
+PLAIN = 0.15  # share of answerable seeds also asked without context
+
+
+def build_pairs(seeds: list[dict[str, Any]], retriever: Any, *, top_k: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Training pairs (the `{"question", "answer", "context", "strategy"}` form) for every seed."""
+    rng = random.Random(seed)
+    pairs: list[dict[str, Any]] = []
+    for item in seeds:
+        found = retriever.retrieve(item["question"], k=top_k + 4)
+        if item["source"] is None:
+            pairs.append(_pair(item["question"], found[:top_k], REFUSAL, rng))
+            if rng.random() < 0.3:
+                pairs.append({"question": item["question"], "answer": REFUSAL, "context": None})
+            continue
+        gold = _gold(item, retriever)
+        others = [hit for hit in found if hit.chunk_id != gold.chunk_id]
+        shown = others[: rng.choice([top_k - 1] * 4 + [max(top_k - 2, 0)])]
+        position = rng.randint(0, len(shown))
+        shown.insert(position, gold)
+        pairs.append(_pair(item["question"], shown, _cite(item["answer"], position + 1), rng, evidence=item["quote"]))
+        if rng.random() < REFUSE_ANSWERABLE:
+            missing = [hit for hit in found if hit.source != item["source"] and not _holds(hit.text, item["quote"])]
+            pairs.append(_pair(item["question"], missing[:top_k], REFUSAL, rng))
+        if rng.random() < PLAIN:
+            pairs.append({"question": item["question"], "answer": item["answer"], "context": None})
+    rng.shuffle(pairs)
+    return pairs
+
+
+def _pair(question: str, hits: list[Any], answer: str, rng: random.Random, evidence: str | None = None) -> dict:
+    strategy = rng.choice(STRATEGIES)
+    if strategy == "cot":
+        if evidence:
+            number = re.findall(r"\[(\d+)\]", answer)[-1]
+            reasoning = f'Passage [{number}] says: "{evidence}"'
+        else:
+            reasoning = "None of the passages answers this question."
+        answer = f"Reasoning: {reasoning}\nAnswer: {answer}"
+    context = [{"title": hit.title, "section": hit.section, "text": hit.text} for hit in hits]
+    return {"question": question, "answer": answer, "context": context, "strategy": strategy}
+
+
+def _gold(item: dict[str, Any], retriever: Any) -> Any:
+    """The chunk of the seed's page that holds its quote."""
+    hits = retriever.retrieve(item["quote"], k=5, sources=[item["source"]])
+    if not hits:
+        raise TrainingDataError(f"seed {item['question']!r}: {item['source']} is not in the collection; ingest it.")
+    return next((hit for hit in hits if _holds(hit.text, item["quote"])), hits[0])
+
+
+def _holds(text: str, quote: str) -> bool:
+    return _words(quote) in _words(text)
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def _cite(answer: str, number: int) -> str:
+    """The answer with `[number]` before its final full stop (or at its end)."""
+    answer = answer.strip()
+    if answer[-1:] in ".!?":
+        return f"{answer[:-1]} [{number}]{answer[-1]}"
+    return f"{answer} [{number}]"
+
+
+def load_seeds(path: Path) -> list[dict[str, Any]]:
+    """Seed questions, checked line by line."""
+    seeds = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            if not isinstance(item.get("question"), str):
+                raise ValueError("no question")
+            if item.get("source") is not None and not (item.get("answer") and item.get("quote")):
+                raise ValueError("an answerable seed needs answer and quote")
+        except (json.JSONDecodeError, ValueError, AttributeError) as error:
+            raise TrainingDataError(f"{path}, line {number}: {error}.") from error
+        seeds.append(item)
+    return seeds
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m adapters.examples`."""
+    parser = argparse.ArgumentParser(prog="python -m adapters.examples", description=__doc__.splitlines()[0])
+    parser.add_argument("seeds", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    from chatbot.models import load_embeddings
+    from chatbot.retrieval import Retriever
+    from chatbot.store import Store
+
+    try:
+        settings = Settings.from_env()
+        seeds = load_seeds(args.seeds)
+        store = Store.open(settings)
+        try:
+            store.require_points()
+            retriever = Retriever(store, load_embeddings(settings), top_k=settings.top_k)
+            pairs = build_pairs(seeds, retriever, top_k=settings.top_k, seed=args.seed)
+        finally:
+            store.close()
+    except RagtuneError as error:
+        print(f"adapters.examples: {error}", file=sys.stderr)
+        return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs))
+    refusals = sum(pair["answer"].endswith(REFUSAL) for pair in pairs)
+    print(f"{len(pairs)} pairs ({refusals} refusals) from {len(seeds)} seeds -> {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

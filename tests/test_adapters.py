@@ -1,0 +1,290 @@
+"""Adapters on the tiny Llama: registry, attach and toggle, probe, training, resume, merge, CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from fakes import FakeEmbeddings
+from gguf_fixture import tiny_model, write_tiny_llama_gguf
+from qdrant_client import QdrantClient
+
+from adapters import cli_train
+from adapters.loading import attach, merge
+from adapters.pairs import IGNORE, Pair, encode, load_pairs
+from adapters.registry import Adapter, discover, find, read_adapter, write_card
+from adapters.train import TrainConfig, train
+from chatbot import models
+from chatbot.config import Settings
+from chatbot.engine import AdapterInfo, ChatEngine
+from chatbot.errors import AdapterNotFoundError, TrainingDataError
+from chatbot.generation import LocalChatModel
+from chatbot.models import LocalModel
+from chatbot.retrieval import Retriever
+from chatbot.store import Store
+
+pytestmark = pytest.mark.model
+
+PROMPT = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Refund time?"}]
+PAIRS = [
+    {
+        "question": "How long do refunds take?",
+        "answer": "Five business days [1].",
+        "context": [{"title": "Refunds", "section": "Timing", "text": "Refunds take five business days."}],
+    },
+    {"question": "What does Growth cost?", "answer": "Growth costs $49 a month.", "context": None},
+    {"messages": [*PROMPT, {"role": "assistant", "content": "Five days."}]},
+    {
+        "question": "Do you ship to Mars?",
+        "answer": "I don't know. The help centre does not cover this.",
+        "context": [{"title": "Carriers", "section": "", "text": "We ship with UPS and USPS."}],
+        "strategy": "cot",
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    write_tiny_llama_gguf(folder / "tiny.gguf")
+    models.convert_gguf(folder / "tiny.gguf", folder / "model")
+    return folder / "model"
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_folder, tmp_path_factory):
+    """Two random (non-zero) LoRA adapters for the tiny model, saved as registry folders 'a' and 'b'."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    root = tmp_path_factory.mktemp("adapters")
+    for seed, name in ((1, "a"), (2, "b")):
+        torch.manual_seed(seed)
+        model, _ = tiny_model(tiny_folder)
+        lora = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        lora.save_pretrained(root / name)
+        write_card(
+            root / name, {"name": name, "base_model": "tiny", "probe": [{"messages": PROMPT, "answer": "Five."}]}
+        )
+    return root
+
+
+def _logits(model, tokenizer, text="Hello there"):
+    import torch
+
+    with torch.no_grad():
+        return model(**tokenizer(text, return_tensors="pt")).logits
+
+
+def _chat(model, tokenizer):
+    return LocalChatModel(model=model, tokenizer=tokenizer, model_name="tiny", max_new_tokens=12)
+
+
+def test_the_registry_lists_folders_and_cards_without_loading_a_model(saved, tmp_path):
+    (tmp_path / "not-an-adapter").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "adapter_config.json").write_text("{not json")
+    (tmp_path / "broken" / "adapter_model.safetensors").write_bytes(b"")
+
+    found = discover([saved, tmp_path])
+
+    assert [adapter.name for adapter in found] == ["a", "b", "broken"]
+    assert found[0].card["base_model"] == "tiny" and found[0].problem_with("tiny") is None
+    assert "cannot be read as JSON" in found[2].problem_with("tiny")
+    with pytest.raises(AdapterNotFoundError, match=r"'c' is registered.*'a', 'b'"):
+        find(found[:2], "c")
+
+
+def test_a_user_folder_adapter_replaces_a_shipped_one_of_the_same_name(saved, tmp_path):
+    import shutil
+
+    shutil.copytree(saved / "a", tmp_path / "a")
+    write_card(tmp_path / "a", {"name": "a", "base_model": "tiny", "steps": 7})
+    assert find(discover([saved, tmp_path]), "a").card["steps"] == 7
+
+
+def test_adapters_toggle_per_call_and_none_returns_exactly_to_base(tiny_folder, saved):
+    import torch
+
+    model, tokenizer = tiny_model(tiny_folder)
+    base = _logits(model, tokenizer)
+    peft_model, problems = attach(model, discover([saved]), "tiny")
+    chat = _chat(peft_model, tokenizer)
+
+    answers = {name: chat.invoke("Say something", adapter=name).content for name in (None, "a", "b", None)}
+    assert problems == {} and sorted(peft_model.peft_config) == ["a", "b"]
+    assert len({answers[None], answers["a"], answers["b"]}) == 3
+    with peft_model.disable_adapter():
+        assert torch.equal(_logits(peft_model, tokenizer), base)
+
+
+def test_two_threads_with_different_adapters_each_get_their_own_answer(tiny_folder, saved):
+    model, tokenizer = tiny_model(tiny_folder)
+    chat = _chat(attach(model, discover([saved]), "tiny")[0], tokenizer)
+    alone = {name: chat.invoke("Say something", adapter=name).content for name in ("a", "b")}
+    together: dict[str, str] = {}
+
+    def ask(name):
+        together[name] = chat.invoke("Say something", adapter=name).content
+
+    threads = [threading.Thread(target=ask, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert together == alone
+
+
+def test_an_adapter_for_another_base_model_is_refused_and_the_others_load(tiny_folder, saved, tmp_path):
+    import shutil
+
+    shutil.copytree(saved / "a", tmp_path / "other")
+    write_card(tmp_path / "other", {"name": "other", "base_model": "HuggingFaceTB/SmolLM2-360M-Instruct"})
+    model, _ = tiny_model(tiny_folder)
+
+    peft_model, problems = attach(model, discover([saved, tmp_path]), "tiny")
+
+    assert sorted(peft_model.peft_config) == ["a", "b"]
+    assert "trained on HuggingFaceTB/SmolLM2-360M-Instruct, but the loaded model is tiny" in problems["other"]
+
+
+def test_the_probe_says_whether_an_adapter_changes_the_model(tiny_folder, saved, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    zero, _ = tiny_model(tiny_folder)  # a fresh LoRA's B matrix is zero: attached, but no effect
+    get_peft_model(zero, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "zero")
+    write_card(tmp_path / "zero", {"name": "zero", "base_model": "tiny"})
+    model, tokenizer = tiny_model(tiny_folder)
+    peft_model, _ = attach(model, discover([saved, tmp_path]), "tiny")
+    infos = [AdapterInfo(a.name, a.card, str(a.path)) for a in discover([saved, tmp_path])]
+    store = Store(QdrantClient(location=":memory:"), "kb")
+    engine = ChatEngine(Retriever(store, FakeEmbeddings()), _chat(peft_model, tokenizer), adapters=infos)
+
+    applied, unchanged = engine.probe("a"), engine.probe("zero")
+
+    assert applied["applied"] and applied["delta"] != 0 and applied["pairs"] == 1
+    assert not unchanged["applied"] and unchanged["delta"] == 0
+    with pytest.raises(AdapterNotFoundError, match="'c'"):
+        engine.probe("c")
+
+
+def test_pairs_render_with_the_engine_prompt_and_the_loss_covers_only_the_answer(tiny_folder, tmp_path):
+    _, tokenizer = tiny_model(tiny_folder)
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(pair) + "\n" for pair in PAIRS))
+
+    pairs = load_pairs(path)
+    ids, labels = encode(pairs[0], tokenizer)
+
+    assert "Refunds take five business days." in pairs[0].messages[-1]["content"]  # the numbered RAG prompt
+    assert "<context>" not in pairs[1].messages[-1]["content"]  # no context: the plain prompt
+    assert "Think before answering" in pairs[3].messages[0]["content"]  # the CoT rules
+    answer = [token for token in labels if token != IGNORE]
+    assert tokenizer.decode(answer).startswith("Five business days [1].<|im_end|>")
+    assert labels[: len(ids) - len(answer)] == [IGNORE] * (len(ids) - len(answer))
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"question": "q"}', "line 2: 'answer'"),
+        ("not json", "line 2: Expecting value"),
+        ('{"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "x"}]}', "line 2: the last"),
+        ('{"question": "q", "answer": "a", "context": "text"}', 'line 2: "context" must be a list'),
+    ],
+)
+def test_a_bad_pairs_line_is_named_with_its_number(tmp_path, line, message):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(PAIRS[1]) + "\n" + line + "\n")
+    with pytest.raises(TrainingDataError, match=message):
+        load_pairs(path)
+
+
+def _train(tiny_folder, target, pairs, *, resume=False, **config):
+    model, tokenizer = tiny_model(tiny_folder)
+    defaults = dict(rank=4, steps=6, learning_rate=5e-3, eval_fraction=0.25, warmup_steps=0, checkpoint_every=3)
+    local = LocalModel("tiny", tiny_folder, model, tokenizer)
+    return train(local, pairs, TrainConfig(**{**defaults, **config}), target, resume=resume, progress=False)
+
+
+def test_training_lowers_the_loss_and_writes_a_loadable_adapter_with_its_card(tiny_folder, tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(pair) + "\n" for pair in PAIRS))
+
+    card = _train(tiny_folder, tmp_path / "out" / "demo", load_pairs(path) * 2, steps=12)
+
+    curve = [loss for _, loss in card["loss_curve"]]
+    assert curve[-1] < curve[0]
+    assert card["held_out"]["adapter_loss"] < card["held_out"]["base_loss"]
+    assert card["base_model"] == "tiny" and card["steps"] == 12 and len(card["probe"]) == 2
+    adapter = read_adapter(tmp_path / "out" / "demo")
+    assert adapter.card["final_loss"] == card["final_loss"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["demo"]  # no staging or checkpoint left
+    model, _ = tiny_model(tiny_folder)
+    assert attach(model, [adapter], "tiny")[1] == {}
+
+
+def test_an_interrupted_training_resumes_to_the_same_adapter(tiny_folder, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from adapters import train as train_module
+
+    pairs = [Pair(PROMPT, f"Answer number {i}.", i) for i in range(8)]
+    _train(tiny_folder, tmp_path / "straight" / "x", pairs)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "_publish", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _train(tiny_folder, tmp_path / "resumed" / "x", pairs)
+    assert json.loads((tmp_path / "resumed" / ".x.training" / "checkpoint" / "state.json").read_text())["step"] == 3
+    _train(tiny_folder, tmp_path / "resumed" / "x", pairs, resume=True)
+
+    straight = load_file(tmp_path / "straight" / "x" / "adapter_model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "x" / "adapter_model.safetensors")
+    assert straight.keys() == resumed.keys()
+    assert all(straight[key].allclose(resumed[key], atol=1e-6) for key in straight)
+
+
+def test_merging_gives_the_unmerged_adapters_logits(tiny_folder, saved, tmp_path):
+    model, tokenizer = tiny_model(tiny_folder)
+    peft_model, _ = attach(model, [read_adapter(saved / "a")], "tiny")
+    unmerged = _logits(peft_model, tokenizer)
+    fresh, _ = tiny_model(tiny_folder)
+
+    merge(fresh, tokenizer, read_adapter(saved / "a"), tmp_path / "merged")
+
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", local_files_only=True)
+    merged.lm_head = fresh.lm_head  # the test model's biased head is not a Llama config option
+    assert _logits(merged, tokenizer).allclose(unmerged, atol=1e-4)
+    with pytest.raises(AdapterNotFoundError, match="not empty"):
+        merge(fresh, tokenizer, read_adapter(saved / "a"), tmp_path / "merged")
+
+
+def test_the_cli_rejects_a_bad_file_before_loading_the_model(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(PAIRS[0]) + "\n{broken\n")
+
+    def no_model(settings):
+        raise AssertionError("the model must not load for a bad file")
+
+    monkeypatch.setattr(models, "load_generator", no_model)
+    monkeypatch.setenv("RAG_ADAPTERS_DIR", str(tmp_path / "adapters"))
+
+    assert cli_train.main([str(path), "--name", "demo"]) == 1
+    assert "line 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_train.main([str(path), "--name", "../escape"])
+    assert not (tmp_path / "adapters").exists()
+
+
+def test_settings_default_adapter_dirs_hold_the_shipped_and_the_user_folder(tmp_path):
+    from adapters.registry import SHIPPED_DIR, adapter_dirs
+
+    assert adapter_dirs(Settings(adapters_dir=tmp_path)) == [SHIPPED_DIR, tmp_path.resolve()]
+    assert isinstance(Adapter("x", tmp_path, "tiny").problem_with("tiny"), type(None))
