@@ -30,7 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--k", type=int, dest="top_k", help="passages to retrieve (default RAG_TOP_K)")
     parser.add_argument("--mode", choices=["dense", "hybrid"], help="retrieval mode (default: hybrid)")
     parser.add_argument("--no-abstain", dest="abstain", action="store_false", help="always generate, even when unsure")
+    parser.add_argument("--probe", action="store_true", help="with --adapter: also measure that it is applied")
+    parser.add_argument("--list-adapters", action="store_true", help="list the registered adapters and exit")
     parser.add_argument("--json", action="store_true", help="print one JSON object per answer")
+    parser.epilog = (
+        "In the interactive chat, /adapter NAME|none, /retrieval on|off and /strategy NAME change the "
+        "settings for the next questions, without reloading the model."
+    )
     return parser
 
 
@@ -44,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"rag-chat: {error}", file=sys.stderr)
         return 2
+
+    if args.list_adapters:
+        return list_adapters(settings, args.json)
 
     from chatbot.engine import build_engine  # loads torch: only once the arguments are known good
 
@@ -82,13 +91,50 @@ def ask(engine: ChatEngine, question: str, history: list[tuple[str, str]], args:
                 print(item, end="", flush=True)
         else:
             answer = item
+    probe = engine.probe(args.adapter) if args.probe and args.adapter else None
     if args.json:
-        print(json.dumps(answer.to_json(), ensure_ascii=False))
+        print(json.dumps({**answer.to_json(), **({"probe": probe} if probe else {})}, ensure_ascii=False))
     else:
         print()
         for number, hit in enumerate(answer.sources, 1):
             print(f"  [{number}] {heading_path(hit.title, hit.section)} ({hit.source}, score {hit.score:.3f})")
+        if probe:
+            verdict = "applied" if probe["applied"] else "NOT changing the model"
+            print(f"  adapter {args.adapter}: {verdict} (answer loss {probe['base_loss']} -> {probe['adapter_loss']})")
     return answer
+
+
+def list_adapters(settings: Settings, as_json: bool) -> int:
+    """Print the registry (cards only: no model is loaded)."""
+    from adapters.registry import adapter_dirs, discover
+    from chatbot.models import BUNDLED_LLM_NAME
+
+    base = settings.llm_model or BUNDLED_LLM_NAME
+    rows = [
+        {
+            "name": a.name,
+            "path": str(a.path),
+            "base_model": a.base_model,
+            "problem": a.problem_with(base),
+            **_facts(a.card),
+        }
+        for a in discover(adapter_dirs(settings))
+    ]
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False))
+    for row in [] if as_json else rows:
+        facts = ", ".join(f"{key} {row[key]}" for key in ("steps", "final_loss", "created") if row.get(key) is not None)
+        print(
+            f"{row['name']}: {row['path']} ({facts or 'no card'})"
+            + (f"\n  cannot load: {row['problem']}" if row["problem"] else "")
+        )
+    if not rows and not as_json:
+        print("no adapters registered: train one with rag-train-adapter, or set RAG_ADAPTERS_DIR")
+    return 0
+
+
+def _facts(card: dict) -> dict:
+    return {key: card.get(key) for key in ("rank", "steps", "final_loss", "created")}
 
 
 def chat_loop(engine: ChatEngine, args: argparse.Namespace) -> None:
@@ -96,15 +142,33 @@ def chat_loop(engine: ChatEngine, args: argparse.Namespace) -> None:
     history: list[tuple[str, str]] = []
     while True:
         try:
-            question = input("you> ").strip()
+            question = input("" if args.json else "you> ").strip()  # --json: stdout is JSON lines only
         except EOFError:
             print()
             return
         if question in ("exit", "quit"):
             return
-        if question:
+        if question.startswith("/"):
+            print(switch(args, question), file=sys.stderr if args.json else sys.stdout)
+        elif question:
             answer = ask(engine, question, history, args)
             history += [("user", question), ("assistant", answer.text)]
+
+
+def switch(args: argparse.Namespace, command: str) -> str:
+    """Apply one /command to the settings of the next questions; say what changed."""
+    name, _, value = command[1:].partition(" ")
+    value = value.strip()
+    if name == "adapter" and value:
+        args.adapter = None if value.lower() in ("none", "off") else value
+        return f"adapter: {args.adapter or 'none (base model)'}"
+    if name == "retrieval" and value in ("on", "off"):
+        args.use_retrieval = value == "on"
+        return f"retrieval: {value}"
+    if name == "strategy" and value in [s.value for s in Strategy]:
+        args.strategy = value
+        return f"strategy: {value}"
+    return "commands: /adapter NAME|none, /retrieval on|off, /strategy zero-shot|few-shot|cot, exit"
 
 
 if __name__ == "__main__":

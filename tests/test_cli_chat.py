@@ -20,7 +20,7 @@ def model(tmp_path, monkeypatch):
     (tmp_path / "refunds.md").write_text("# Refunds\n\nRefunds for unused labels take 5 business days.\n")
     store = Store(QdrantClient(location=":memory:"), "kb")
     run_ingest([tmp_path], store=store, load_embeddings=FakeEmbeddings, embed_model="fake", count_tokens=count_words)
-    model = FakeChatModel(replies=["Refunds take 5 business days [1]."])
+    model = FakeChatModel(replies=["Refunds take 5 business days [1]."], adapters=("support",))
     chat_engine = engine.ChatEngine(Retriever(store, FakeEmbeddings()), model, abstain_threshold=0.0)
     monkeypatch.setattr(engine, "build_engine", lambda settings, require_collection: chat_engine)
     return model
@@ -59,3 +59,29 @@ def test_a_missing_collection_says_to_ingest_first(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("RAG_QDRANT_PATH", str(tmp_path / "empty"))
     assert cli_chat.main(["hello"]) == 1
     assert "run `rag-ingest data/kb` first" in capsys.readouterr().err
+
+
+def test_slash_commands_switch_the_adapter_and_retrieval_between_questions_of_one_process(model, capsys, monkeypatch):
+    script = "Refund time?\n/adapter support\nRefund time?\n/retrieval off\n/adapter none\nRefund time?\n/oops\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(script))
+    assert cli_chat.main(["--json"]) == 0
+
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(a["adapter"], a["use_retrieval"]) for a in answers] == [(None, True), ("support", True), (None, False)]
+    assert [call["adapter"] for call in model.calls] == [None, "support", None]
+
+
+def test_list_adapters_reads_the_registry_without_loading_a_model(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "adapters" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text('{"base_model_name_or_path": "someone/Other-1B"}')
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    monkeypatch.setenv("RAG_ADAPTERS_DIR", str(tmp_path / "adapters"))
+    monkeypatch.setattr(engine, "build_engine", None)  # loading the engine would fail
+
+    assert cli_chat.main(["--list-adapters", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert (
+        "trained on someone/Other-1B, but the loaded model is HuggingFaceTB/SmolLM2-135M-Instruct"
+        in rows["mine"]["problem"]
+    )
