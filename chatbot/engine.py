@@ -16,12 +16,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
 
+from chatbot.answer import AdapterInfo, Answer
 from chatbot.config import Settings
 from chatbot.errors import AdapterNotFoundError, InvalidOptionError
 from chatbot.parse import cited_numbers, cut_loop, split_reasoning, supporting_passages, visible_answer
@@ -40,56 +41,6 @@ STOP = ["\nQuestion:", "<context>"]
 _FOLLOW_UP = re.compile(r"\b(it|its|that|this|those|these|they|them|there|one|same|instead|also)\b", re.IGNORECASE)
 
 History = Sequence[BaseMessage | tuple[str, str] | dict[str, str]]
-
-
-@dataclass
-class Answer:
-    """One answer, with everything needed to see how it was made."""
-
-    text: str
-    sources: list[Hit]
-    prompt: str
-    strategy: str
-    use_retrieval: bool
-    adapter: str | None
-    search_query: str
-    timings: dict[str, float] = field(default_factory=dict)
-    reasoning: str | None = None
-    abstained: bool = False
-    abstain_reason: str | None = None
-    loop_cut: bool = False  # the model started repeating itself and was stopped there
-    citations_added: list[int] = field(default_factory=list)  # cited by the engine: the model cited nothing
-    usage: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The `rag-chat --json` object."""
-        return {
-            "answer": self.text,
-            "sources": [hit.to_json() for hit in self.sources],
-            "strategy": self.strategy,
-            "use_retrieval": self.use_retrieval,
-            "adapter": self.adapter,
-            "prompt": self.prompt,
-            "timings": {name: round(seconds, 4) for name, seconds in self.timings.items()},
-            "search_query": self.search_query,
-            "reasoning": self.reasoning,
-            "abstained": self.abstained,
-            "abstain_reason": self.abstain_reason,
-            "loop_cut": self.loop_cut,
-            "citations_added": self.citations_added,
-            "usage": self.usage,
-        }
-
-
-@dataclass(frozen=True)
-class AdapterInfo:
-    """A registered LoRA adapter: its card, and whether it is loaded (if not, `problem` says why)."""
-
-    name: str
-    card: dict[str, Any] = field(default_factory=dict)
-    path: str | None = None
-    loaded: bool = True
-    problem: str | None = None
 
 
 class ChatEngine:
