@@ -270,9 +270,10 @@ def test_compare_fills_four_cells_one_stream_at_a_time(engine):
         "##### Retrieval off · adapter support",
         "##### Retrieval on · adapter support",
     ]
-    sources = [e.label for e in app.expander if e.label.startswith("[")]
-    assert len(sources) == 6 and sources[0].startswith("[1] Refunds")  # 3 in each cell with retrieval on
-    diffs = [e.label for e in app.expander if e.label.startswith("Changes vs.")]
+    sources = [e for e in app.expander if e.label.startswith("Sources")]
+    assert [e.label for e in sources] == ["Sources (3)", "Sources (3)"]  # the cells with retrieval on
+    assert sources[0].markdown[0].value.startswith("**[1]** Refunds")
+    diffs = [e.label for e in app.expander if e.label.startswith("Diff vs. first cell")]
     assert len(diffs) == 3
     assert [b.label for b in app.get("download_button")] == ["Download Markdown", "Download JSON"]
 
@@ -295,14 +296,17 @@ def test_compare_without_an_adapter_keeps_the_grid_and_says_why(store, use_engin
     app = compare(AppTest.from_file(COMPARE, default_timeout=30).run())
     assert len(engine.chat_model.calls) == 2
     assert [i.value for i in app.info] == ["No adapter is loaded: train one with `rag-train-adapter`."] * 2
+    titles = [m.value for m in app.markdown if m.value.startswith("##### ")]
+    assert titles[2:] == ["##### Retrieval off · adapter", "##### Retrieval on · adapter"]
 
 
 # -- Knowledge base ------------------------------------------------------------------------
 
 
-def test_the_knowledge_base_page_shows_what_is_stored(engine):
+def test_the_knowledge_base_page_shows_what_is_stored(engine, kb_dir):
     app = AppTest.from_file(KB, default_timeout=30).run()
     assert not app.exception
+    assert app.selectbox[0].options == [str(kb_dir.resolve())]  # the folder it was built from (= data/kb here)
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Documents"] == "3" and metrics["Chunks"] == "3"
     assert "all-MiniLM-L6-v2" in app.caption[0].value

@@ -1,4 +1,8 @@
-"""The real app: `streamlit run ui/app.py` as a server on 127.0.0.1, loaded in headless Chromium."""
+"""The real app end to end: `streamlit run ui/app.py` on 127.0.0.1 with the bundled models, driven in headless Chromium.
+
+One question on the Chat page (the streamed answer and its sources), then one on the
+Compare page (four cells), then the Knowledge base page. Screenshots land in the test's tmp_path.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fakes import FakeEmbeddings, count_words
 
 from chatbot.config import Settings
 from chatbot.store import Store
-from ingest.pipeline import run_ingest
+from ingest.pipeline import ingest_paths
 
 pytestmark = pytest.mark.browser
 
@@ -31,6 +34,9 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+KB_PAGES = ("plans-and-billing/refunds-policy.md", "plans-and-billing/plans-and-pricing.md", "faq.md")
+QUESTION = "How long does a refund for an unused label take?"
+ANSWER_SECONDS = 120  # 160 new tokens at ~10 tokens/s on two busy cores, with room to spare
 
 
 def free_port() -> int:
@@ -54,19 +60,22 @@ def wait_until_healthy(url: str, server: subprocess.Popen, seconds: float = 60) 
 
 
 @pytest.fixture
-def app_url(tmp_path):
-    (tmp_path / "kb").mkdir()
-    (tmp_path / "kb" / "faq.md").write_text("# FAQ\n\nAnswers.\n")
-    store = Store.open(Settings(qdrant_path=tmp_path / "qdrant"))
-    run_ingest(
-        [tmp_path / "kb"], store=store, load_embeddings=FakeEmbeddings, embed_model="fake", count_tokens=count_words
-    )
-    store.close()
+def app_url(tmp_path, bundled_cache):
+    settings = Settings(qdrant_path=tmp_path / "qdrant", cache_dir=bundled_cache[0].cache_dir)
+    for page in KB_PAGES:
+        (tmp_path / "kb" / page).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "data" / "kb" / page, tmp_path / "kb" / page)
+    store = Store.open(settings)
+    try:
+        ingest_paths([tmp_path / "kb"], settings, store=store)  # the real embedding model
+    finally:
+        store.close()  # the app's process must be able to lock the folder
 
     port = free_port()
-    env = {**os.environ, "RAG_QDRANT_PATH": str(tmp_path / "qdrant")}
+    env = {**os.environ, "RAG_QDRANT_PATH": str(settings.qdrant_path), "RAG_CACHE_DIR": str(settings.cache_dir)}
     # `timeout` makes the server stop by itself even if this test process dies.
     command = ["timeout", "300", sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.port", str(port)]
+    command += ["--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -78,23 +87,51 @@ def app_url(tmp_path):
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (apt-get install chromium)")
-def test_the_real_app_renders_in_a_browser(app_url, tmp_path):
-    from playwright.sync_api import sync_playwright
+def test_chat_and_compare_in_a_real_browser(app_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
         # A persistent context is how Playwright takes a fresh --user-data-dir of our choosing.
         browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000},
         )
         try:
             page = browser.new_page()
             page.goto(app_url)
-            page.get_by_text("Knowledge base", exact=True).wait_for(timeout=60_000)
-            metrics = page.locator('[data-testid="stMetric"]')
-            metrics.first.wait_for(timeout=30_000)
-            assert metrics.count() == 3
-            assert "Documents" in metrics.nth(0).inner_text() and "1" in metrics.nth(0).inner_text()
-            assert page.locator('[data-testid="stException"]').count() == 0
-            page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+            chat_input = page.get_by_test_id("stChatInputTextArea")
+            chat_input.wait_for(timeout=120_000)  # the first visit loads the models
+            chat_input.fill(QUESTION)
+            chat_input.press("Enter")
+            answer = page.get_by_test_id("stChatMessage").nth(1)
+            label = answer.get_by_text("retrieval on (hybrid, top 4)")
+            label.wait_for(timeout=ANSWER_SECONDS * 1000)
+            sources = answer.get_by_test_id("stExpander").filter(has_text="[1]")
+            expect(sources.first).to_contain_text("Refund")
+            assert answer.get_by_test_id("stMarkdownContainer").first.inner_text().strip()
+            assert page.get_by_test_id("stException").count() == 0
+            page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+
+            page.get_by_role("link", name="Compare").click()
+            question = page.get_by_label("Question")
+            question.wait_for(timeout=30_000)
+            question.fill(QUESTION)
+            page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
+            download = page.get_by_text("Download Markdown")
+            download.wait_for(timeout=4 * ANSWER_SECONDS * 1000)  # shown once every cell is done
+            cells = page.locator("[class*='st-key-cell-']")
+            assert cells.count() == 4
+            expect(cells.nth(1)).to_contain_text("Sources (4)")  # retrieval on: its sources
+            assert page.get_by_test_id("stException").count() == 0
+            page.set_viewport_size({"width": 1400, "height": 1600})  # the app scrolls inside: show all cells
+            page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+
+            page.get_by_role("link", name="Knowledge base").click()
+            documents = page.get_by_test_id("stMetric").filter(has_text="Documents")
+            expect(documents).to_contain_text(str(len(KB_PAGES)))
+            page.screenshot(path=str(tmp_path / "knowledge_base.png"), full_page=True)
         finally:
             browser.close()

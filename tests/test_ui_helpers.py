@@ -94,7 +94,7 @@ def test_the_exports_carry_every_cell():
 
     markdown = to_markdown("How long?", cells)
     assert "**Question:** How long?" in markdown
-    assert "## retrieval on · base model · Zero-shot" in markdown
+    assert "## Retrieval on · base model · Zero-shot" in markdown
     assert "- [1] Page 1 > Intro (`p1.md`, score 0.50)" in markdown
     assert "_No adapter named 'support' is loaded._" in markdown
 

@@ -67,16 +67,16 @@ def sidebar(engine) -> Options:
     """The levers, read as plain values for the next question."""
     adapters = engine.adapters()
     top_k = engine.retriever.top_k  # RAG_TOP_K
-    defaults = {"use_retrieval": True, "adapter": None, "strategy": "zero-shot", "top_k": top_k, "mode": MODES[0]}
+    defaults = {"use_retrieval": True, "adapter": "", "strategy": "zero-shot", "top_k": top_k, "mode": MODES[0]}
     for key, value in defaults.items():
         st.session_state.setdefault(key, value)
     if st.session_state.adapter not in {info.name for info in adapters}:
-        st.session_state.adapter = None  # the adapter is gone (the server restarted without it)
+        st.session_state.adapter = ""  # the adapter is gone (the server restarted without it)
     with st.sidebar:
         st.header("Settings")
         use_retrieval = st.toggle("Use retrieval", key="use_retrieval", help="Answer from the knowledge base")
         adapter = st.selectbox(
-            "Adapter", [None, *(info.name for info in adapters)], format_func=adapter_label, key="adapter"
+            "Adapter", ["", *(info.name for info in adapters)], format_func=adapter_label, key="adapter"
         )
         strategy = st.selectbox(
             "Prompt strategy", list(STRATEGY_LABELS), format_func=STRATEGY_LABELS.__getitem__, key="strategy"
@@ -96,7 +96,7 @@ def sidebar(engine) -> Options:
             st.subheader("Adapters")
             for info in adapters:
                 adapter_card(engine, info)
-    return Options(use_retrieval, adapter, strategy, top_k, mode)
+    return Options(use_retrieval, adapter or None, strategy, top_k, mode)
 
 
 def adapter_card(engine, info) -> None:

@@ -111,9 +111,12 @@ def stream_answer(engine: ChatEngine, question: str, history: list[tuple[str, st
     return final[0]
 
 
-def render_details(answer: Answer, label: str | None, *, prompt: bool = True) -> None:
-    """Under an answer: its sources, the settings label and timings, notes, and (optionally) the prompt."""
-    render_sources(answer)
+def render_details(answer: Answer, label: str | None, *, compact: bool = False) -> None:
+    """Under an answer: its sources, the settings label and timings, notes, and (unless compact) the prompt."""
+    if compact:
+        render_source_list(answer)
+    else:
+        render_sources(answer)
     st.caption(" · ".join(part for part in (label, timing_text(answer.timings)) if part))
     if answer.abstained:
         st.caption(f":material/block: Abstained without generating: {answer.abstain_reason}.")
@@ -125,7 +128,7 @@ def render_details(answer: Answer, label: str | None, *, prompt: bool = True) ->
     if answer.reasoning:
         with st.expander("Reasoning"):
             st.text(answer.reasoning)
-    if prompt:
+    if not compact:
         with st.expander("Prompt"):
             st.code(answer.prompt, language=None, wrap_lines=True)
 
@@ -140,6 +143,16 @@ def render_sources(answer: Answer) -> None:
             st.text(hit.text)
 
 
+def render_source_list(answer: Answer) -> None:
+    """The sources as one expander of headings, for narrow columns."""
+    if not answer.sources:
+        return
+    with st.expander(f"Sources ({len(answer.sources)})", icon=":material/description:"):
+        for number, hit in enumerate(answer.sources, 1):
+            st.markdown(f"**[{number}]** {heading_path(hit.title, hit.section)} · {hit.score:.2f}")
+            st.caption(hit.source)
+
+
 def timing_text(timings: dict[str, float]) -> str:
     """'4.2 s (first token 0.9 s)' from an answer's timings."""
     total = sum(seconds for name, seconds in timings.items() if name != "first_token")
@@ -150,14 +163,14 @@ def timing_text(timings: dict[str, float]) -> str:
     return f"{total:.1f} s (first token {before + first:.1f} s)"
 
 
-def adapter_names(engine: ChatEngine) -> list[str]:
-    """The adapters the engine knows, by name."""
-    return [info.name for info in engine.adapters()]
+def loaded_adapters(engine: ChatEngine) -> list[str]:
+    """The names of the adapters that can be switched to."""
+    return [info.name for info in engine.adapters() if info.loaded]
 
 
-def adapter_label(name: str | None) -> str:
-    """How an adapter choice reads in a select box."""
-    return "None (base model)" if name is None else name
+def adapter_label(name: str) -> str:
+    """How an adapter choice reads in a select box ("" is none: a None option would show as unselected)."""
+    return name or "None (base model)"
 
 
 def run_guarded(action: Callable[[], Any]) -> Any:

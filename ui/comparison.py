@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from chatbot.engine import Answer
 from chatbot.prompts import heading_path
-from ui.common import Options, timing_text
+from ui.common import STRATEGY_LABELS, Options, timing_text
 
 
 @dataclass
@@ -24,7 +24,10 @@ class Cell:
     def title(self) -> str:
         """'Retrieval on · adapter X' (the strategy is the row's)."""
         retrieval = "Retrieval on" if self.options.use_retrieval else "Retrieval off"
-        adapter = f"adapter {self.options.adapter}" if self.options.adapter else "base model"
+        if self.options.adapter:
+            adapter = f"adapter {self.options.adapter}"
+        else:
+            adapter = "adapter" if self.skipped else "base model"  # the adapter column, with no adapter to run
         return f"{retrieval} · {adapter}"
 
 
@@ -72,7 +75,7 @@ def to_markdown(question: str, cells: list[Cell]) -> str:
     """The comparison as a Markdown document."""
     lines = ["# ragtune comparison", "", f"**Question:** {question}", ""]
     for cell in cells:
-        lines += [f"## {cell.options.label()}", ""]
+        lines += [f"## {cell.title} · {STRATEGY_LABELS[cell.options.strategy]}", ""]
         if cell.answer is None:
             lines += [f"_{cell.error or cell.skipped}_", ""]
             continue

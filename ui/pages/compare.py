@@ -12,19 +12,21 @@ from __future__ import annotations
 import streamlit as st
 
 from chatbot.errors import RagtuneError
-from ui.common import STRATEGY_LABELS, adapter_label, adapter_names, engine_or_stop, render_details, stream_answer
+from ui.common import STRATEGY_LABELS, engine_or_stop, loaded_adapters, render_details, stream_answer
 from ui.comparison import Cell, base_of, grid, similarity, to_json, to_markdown, word_diff
 
 st.set_page_config(page_title="ragtune · Compare", layout="wide")
 st.title("Compare")
 st.caption("One question, answered with retrieval off and on, with and without the adapter, side by side.")
 engine = engine_or_stop()
-adapters = adapter_names(engine)
+adapters = loaded_adapters(engine)
 
 with st.form("compare"):
     question = st.text_input("Question", placeholder="How long do refunds take?")
     left, middle, right = st.columns([2, 2, 1], vertical_alignment="bottom")
-    adapter = left.selectbox("Adapter", adapters or [None], format_func=adapter_label, disabled=not adapters)
+    adapter = left.selectbox(
+        "Adapter", adapters or [""], format_func=lambda name: name or "No adapter loaded", disabled=not adapters
+    )
     strategy = middle.selectbox("Prompt strategy", list(STRATEGY_LABELS), format_func=STRATEGY_LABELS.__getitem__)
     every_strategy = right.checkbox("All strategies", help="One row per prompt strategy")
     if st.form_submit_button("Compare", type="primary", icon=":material/compare:") and question.strip():
@@ -59,10 +61,10 @@ def show_cell(cell: Cell) -> None:
             st.info(cell.skipped, icon=":material/info:")
         return
     base = base_of(cells, cell)
-    render_details(cell.answer, None, prompt=False)
+    render_details(cell.answer, None, compact=True)
     if base is not cell and base.answer is not None:
         same = similarity(base.answer.text, cell.answer.text)
-        with st.expander(f"Changes vs. retrieval off · base model ({same:.0%} same words)"):
+        with st.expander(f"Diff vs. first cell ({same:.0%} same words)"):
             st.code(word_diff(base.answer.text, cell.answer.text) or "(same words)", language="diff", wrap_lines=True)
 
 

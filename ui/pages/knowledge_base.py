@@ -7,6 +7,7 @@ Qdrant folder is locked to one process, and this server process already holds it
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import streamlit as st
 
@@ -21,22 +22,27 @@ PHASES = {"hash": "Checking files", "load": "Reading files", "embed": "Embedding
 st.set_page_config(page_title="ragtune · Knowledge base")
 st.title("Knowledge base")
 engine = engine_or_stop()
-kb_dir = uploads.KB_DIR.resolve()
 
 stats = run_guarded(engine.store.stats)
 if stats is None:
     st.stop()
-updated = datetime.fromisoformat(stats["updated"]).strftime("%Y-%m-%d %H:%M UTC") if stats["updated"] else "never"
+updated = datetime.fromisoformat(stats["updated"]).strftime("%d %b, %H:%M") if stats["updated"] else "never"
 documents, chunks, last = st.columns(3)
 documents.metric("Documents", len(stats["sources"]))
 chunks.metric("Chunks", stats["chunks"])
-last.metric("Last ingest", updated)
+last.metric("Last ingest", updated, help="UTC")
 st.caption(f"Collection `{stats['collection']}` · embedded with {stats['embedding'] or 'nothing yet'}")
+manifest = engine.store.manifest()
 if stats["sources"]:
-    manifest = engine.store.manifest()
     with st.expander(f"Sources ({len(stats['sources'])})", icon=":material/description:"):
         rows = [{"source": source, "chunks": manifest.get(source, {}).get("chunks")} for source in stats["sources"]]
         st.dataframe(rows, hide_index=True, width="stretch")
+
+
+# Only folders the server already knows, never a typed path: those the collection was built from, and data/kb.
+folders = [*(entry.get("root") for entry in manifest.values()), str(uploads.KB_DIR.resolve())]
+folders = [folder for folder in dict.fromkeys(folders) if folder and Path(folder).is_dir()] or folders[-1:]
+kb_dir = Path(st.selectbox("Knowledge-base folder", folders, help="Uploads go here; re-ingest reads it"))
 
 st.subheader("Add documents")
 with st.form("upload", clear_on_submit=True, border=False):
@@ -102,10 +108,10 @@ if result := st.session_state.pop("ingest_result", None):
     show_counts(result)
 
 if st.button("Check for changes", icon=":material/difference:"):
-    st.session_state.ingest_plan = ingest(dry_run=True)
+    st.session_state.ingest_plan = (kb_dir, ingest(dry_run=True))
 
-plan: IngestReport | None = st.session_state.get("ingest_plan")
-if plan is not None:
+planned_dir, plan = st.session_state.get("ingest_plan", (None, None))
+if plan is not None and planned_dir == kb_dir:
     show_counts(plan)
     if not (plan.added or plan.changed or plan.removed):
         st.info("Nothing to do: the collection matches the folder.", icon=":material/check:")
