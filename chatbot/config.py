@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,6 +19,15 @@ from chatbot.errors import SettingsError
 
 PREFIX = "RAG_"
 TOP_K_RANGE = (1, 50)
+# Whole-number settings and their ranges; a served model's window is read from the server when unset.
+_WHOLE_NUMBERS = {
+    "top_k": TOP_K_RANGE,
+    "qdrant_shards": (1, 256),
+    "qdrant_replicas": (1, 16),
+    "llm_context_window": (256, 10_000_000),
+}
+LLM_TIMEOUT_RANGE = (0.1, 3600.0)
+_YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -32,24 +41,48 @@ class Settings:
     collection: str = "kb"
     embed_model: str | None = None  # None: the bundled all-MiniLM-L6-v2
     llm_model: str | None = None  # None: the bundled SmolLM2-135M-Instruct GGUF
-    llm_base_url: str | None = None
+    llm_base_url: str | None = None  # an OpenAI-compatible server: then llm_model is the *served* base model name
+    llm_api_key: str | None = None
+    llm_timeout: float = 60.0  # seconds per request to llm_base_url
+    llm_context_window: int | None = None  # None: the server's max_model_len, else 4096
+    llm_tokenizer: str | None = None  # a local tokenizer folder for the served model (None: the estimate)
+    local_llm: str | None = None  # with llm_base_url: also load a local generator ("1" = bundled, or a folder)
+    qdrant_shards: int | None = None  # None: the server's default (1)
+    qdrant_replicas: int | None = None
     adapters_dir: Path = Path(".ragtune/adapters")
     cache_dir: Path = Path(".ragtune/cache")
     top_k: int = 4
 
     def __post_init__(self) -> None:
-        low, high = TOP_K_RANGE
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or not low <= self.top_k <= high:
-            _fail("top_k", self.top_k, f"a whole number from {low} to {high}")
+        for name, (low, high) in _WHOLE_NUMBERS.items():
+            value = getattr(self, name)
+            if value is None and name != "top_k":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                _fail(name, value, f"a whole number from {low} to {high}")
+        timeout, (low, high) = self.llm_timeout, LLM_TIMEOUT_RANGE
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not low <= timeout <= high:
+            shown = f"{timeout:g}" if isinstance(timeout, float) else timeout  # "0", as it was written
+            _fail("llm_timeout", shown, f"seconds, a number from {low:g} to {high:g}")
         if not _COLLECTION_NAME.match(self.collection):
             _fail("collection", self.collection, "1-64 letters, digits, '_' or '-'")
         for name in ("qdrant_url", "llm_base_url"):
             value = getattr(self, name)
             if value is not None and not _is_http_url(value):
                 _fail(name, value, "an http:// or https:// URL such as http://localhost:6333")
-        if self.qdrant_api_key and not self.qdrant_url:
-            _fail("qdrant_api_key", "***", "only together with RAG_QDRANT_URL (local mode has no key)")
-        for name in ("embed_model", "llm_model"):
+        for name in ("qdrant_api_key", "qdrant_shards", "qdrant_replicas"):
+            if getattr(self, name) is not None and not self.qdrant_url:
+                shown = "***" if name.endswith("api_key") else getattr(self, name)
+                _fail(name, shown, "only together with RAG_QDRANT_URL (local mode is one unsharded folder)")
+        for name in ("llm_api_key", "llm_context_window", "llm_tokenizer", "local_llm"):
+            if getattr(self, name) is not None and not self.llm_base_url:
+                shown = "***" if name.endswith("api_key") else getattr(self, name)
+                _fail(name, shown, "only together with RAG_LLM_BASE_URL (it configures the served model)")
+        # With a server, RAG_LLM_MODEL is the name the server knows its model by, not a folder here.
+        folders = ["embed_model", "llm_tokenizer"] + ([] if self.llm_base_url else ["llm_model"])
+        if self.local_llm is not None and self.local_llm.lower() not in _YES:
+            folders.append("local_llm")
+        for name in folders:
             value = getattr(self, name)
             if value is not None and _looks_like_path(value) and not Path(value).expanduser().is_dir():
                 _fail(
@@ -57,6 +90,23 @@ class Settings:
                     value,
                     "an existing local model directory, or a model id already in the local Hugging Face cache",
                 )
+
+    @property
+    def local_llm_model(self) -> str | None:
+        """The local generator to load next to a served one: None for the bundled SmolLM2, else a folder or id."""
+        return None if self.local_llm is None or self.local_llm.lower() in _YES else self.local_llm
+
+    def local_side(self) -> Settings:
+        """The settings for the local generator loaded next to a served one (`RAG_LOCAL_LLM`)."""
+        return replace(
+            self,
+            llm_model=self.local_llm_model,
+            llm_base_url=None,
+            llm_api_key=None,
+            llm_context_window=None,
+            llm_tokenizer=None,
+            local_llm=None,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -68,11 +118,20 @@ class Settings:
             raw = environ.get(env_name(field.name), "").strip()
             if not raw:
                 continue
-            if field.name == "top_k":
+            if field.name in _WHOLE_NUMBERS:
+                low, high = _WHOLE_NUMBERS[field.name]
                 try:
-                    values["top_k"] = int(raw)
+                    values[field.name] = int(raw)
                 except ValueError:
-                    _fail("top_k", raw, f"a whole number from {TOP_K_RANGE[0]} to {TOP_K_RANGE[1]}")
+                    _fail(field.name, raw, f"a whole number from {low} to {high}")
+            elif field.name == "llm_timeout":
+                try:
+                    values[field.name] = float(raw)
+                except ValueError:
+                    low, high = LLM_TIMEOUT_RANGE
+                    _fail(field.name, raw, f"seconds, a number from {low:g} to {high:g}")
+            elif field.name == "local_llm" and raw.lower() in _NO:
+                continue  # "0" turns it off, like leaving it unset
             elif isinstance(field.default, Path):
                 values[field.name] = Path(raw).expanduser()
             else:

@@ -31,6 +31,7 @@ from chatbot.retrieval import Hit, Retriever
 
 if TYPE_CHECKING:
     from chatbot.generation import LocalChatModel
+    from chatbot.remote import RemoteChatModel
     from chatbot.store import Store
 
 # Best-passage cosine under which the engine abstains. On data/kb_qa.jsonl (bench/eval_retrieval.py)
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 ABSTAIN_THRESHOLD = 0.40
 DONT_KNOW = "I don't know. The help centre does not seem to cover this."
 STOP = ["\nQuestion:", "<context>"]
+SERVED_PREFIX = "served:"  # next to a local model, `adapter="served:<name>"` asks the served model (chatbot.remote)
 _FOLLOW_UP = re.compile(r"\b(it|its|that|this|those|these|they|them|there|one|same|instead|also)\b", re.IGNORECASE)
 
 History = Sequence[BaseMessage | tuple[str, str] | dict[str, str]]
@@ -49,17 +51,19 @@ class ChatEngine:
     def __init__(
         self,
         retriever: Retriever,
-        chat_model: LocalChatModel,
+        chat_model: LocalChatModel | RemoteChatModel,
         *,
         examples: Examples | None = None,
         abstain_threshold: float = ABSTAIN_THRESHOLD,
         history_tokens: int = 512,
         prompt_tokens: int = 2048,
         adapters: Sequence[AdapterInfo] | None = None,
+        served: RemoteChatModel | None = None,
     ) -> None:
         self.retriever = retriever
         self.chat_model = chat_model
-        loaded = getattr(chat_model.model, "peft_config", {}) or {}
+        self.served = served  # a served model next to the local one: adapters named "served:<name>" go to it
+        loaded = getattr(getattr(chat_model, "model", None), "peft_config", {}) or {}
         self._adapters = list(adapters) if adapters is not None else [AdapterInfo(name) for name in loaded]
         self.examples = examples or Examples.load()
         self.abstain_threshold = abstain_threshold
@@ -96,8 +100,9 @@ class ChatEngine:
             reason = info.problem if info else "no adapter of that name is registered"
             raise AdapterNotFoundError(f"Cannot probe adapter {adapter!r}: {reason}.")
         pairs = info.card.get("probe") or [_example_pair(item, self.examples) for item in self.examples.items]
-        base = [self.chat_model.answer_loss(p["messages"], p["answer"], adapter=None) for p in pairs]
-        tuned = [self.chat_model.answer_loss(p["messages"], p["answer"], adapter=adapter) for p in pairs]
+        model, name = self._route(adapter)
+        base = [model.answer_loss(p["messages"], p["answer"], adapter=None) for p in pairs]
+        tuned = [model.answer_loss(p["messages"], p["answer"], adapter=name) for p in pairs]
         base_loss, adapter_loss = sum(base) / len(base), sum(tuned) / len(tuned)
         return {
             "adapter": adapter,
@@ -128,8 +133,11 @@ class ChatEngine:
         abstain: bool = True,
     ) -> Iterator[str | Answer]:
         """Yield the answer's text as it is generated, then the final `Answer`."""
+        model, model_adapter = self._route(adapter)
         state = self._prepare.invoke(
             {
+                "model": model,
+                "model_adapter": model_adapter,
                 "question": question,
                 "history": self._bounded_history(history),
                 "strategy": parse_strategy(strategy),
@@ -159,6 +167,13 @@ class ChatEngine:
         else:
             yield from self._generate(state, answer)
         yield answer
+
+    def _route(self, adapter: str | None) -> tuple[Any, str | None]:
+        """The chat model that answers with `adapter`, and the adapter's name on that model."""
+        if self.served is not None and adapter and adapter.startswith(SERVED_PREFIX):
+            name = adapter.removeprefix(SERVED_PREFIX)
+            return self.served, None if name == self.served.model_name else name
+        return self.chat_model, adapter
 
     # -- the steps -------------------------------------------------------------------------
 
@@ -196,24 +211,24 @@ class ChatEngine:
 
     def _prompt(self, state: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        hits = list(state["hits"])
-        budget = min(self.prompt_tokens, self.chat_model.context_window - self.chat_model.max_new_tokens)
+        hits, model = list(state["hits"]), state["model"]
+        budget = min(self.prompt_tokens, model.context_window - model.max_new_tokens)
         while True:
             messages = self._messages(state, hits)
-            used = self.chat_model.count_tokens(messages)
+            used = model.count_tokens(messages)
             if used <= budget:
                 break
             if len(hits) > 1:
                 hits.pop()  # drop the lowest-ranked passage first
             elif hits and hits[0].text:
-                hits[0] = replace(hits[0], text=self._cut_tokens(hits[0].text, used - budget))
+                hits[0] = replace(hits[0], text=_cut_tokens(model.tokenizer, hits[0].text, used - budget))
             else:
                 raise InvalidOptionError(
                     f"The question and history take {used} tokens, over the prompt budget of {budget}: "
                     "ask a shorter question or clear the chat."
                 )
         state["hits"], state["messages"] = hits, messages
-        state["prompt"] = self.chat_model.render(messages)
+        state["prompt"] = model.render(messages)
         state["timings"]["prompt"] = time.perf_counter() - started
         return state
 
@@ -227,13 +242,6 @@ class ChatEngine:
             use_retrieval=state["use_retrieval"],
         )
 
-    def _cut_tokens(self, text: str, excess: int) -> str:
-        # Cut on a token boundary (decode a prefix of the ids), a little more than needed,
-        # since re-tokenising the cut text can merge differently at the edge.
-        tokenizer = self.chat_model.tokenizer
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        return tokenizer.decode(ids[: max(len(ids) - excess - 8, 0)])
-
     def _generate(self, state: dict[str, Any], answer: Answer) -> Iterator[str]:
         started = time.perf_counter()
         cot = state["strategy"] is Strategy.COT
@@ -245,7 +253,7 @@ class ChatEngine:
             piece, shown = visible[shown:], max(shown, len(visible))
             return piece
 
-        stream = self.chat_model.stream(state["messages"], adapter=answer.adapter, stop=STOP)
+        stream = state["model"].stream(state["messages"], adapter=state["model_adapter"], stop=STOP)
         try:
             for chunk in stream:
                 final = chunk if final is None else final + chunk
@@ -269,6 +277,8 @@ class ChatEngine:
             yield answer.text  # the model never wrote "Answer:": show everything it wrote
         if final is not None and final.usage_metadata:
             answer.usage = dict(final.usage_metadata)
+        if counted := getattr(state["model"], "token_count", None):  # a served model may count by estimate
+            answer.usage["token_count"] = counted
         if answer.sources and not any(1 <= n <= len(answer.sources) for n in cited_numbers(answer.text)):
             numbers = supporting_passages(answer.text, [hit.text for hit in answer.sources], question=state["question"])
             if numbers:
@@ -287,6 +297,13 @@ class ChatEngine:
                 break
             kept.append(message)
         return kept[::-1]
+
+
+def _cut_tokens(tokenizer: Any, text: str, excess: int) -> str:
+    # Cut on a token boundary (decode a prefix of the ids), a little more than needed,
+    # since re-tokenising the cut text can merge differently at the edge.
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return tokenizer.decode(ids[: max(len(ids) - excess - 8, 0)])
 
 
 def _as_message(item: BaseMessage | tuple[str, str] | dict[str, str]) -> BaseMessage:
@@ -329,20 +346,39 @@ def load_adapters(settings: Settings, local: Any) -> tuple[Any, list[AdapterInfo
 
 
 def build_engine(settings: Settings, *, require_collection: bool = True) -> ChatEngine:
-    """Load the models and open the store the settings name: the one way the page and CLIs get an engine."""
-    from chatbot.generation import build_chat_model  # imports torch
-    from chatbot.models import load_embeddings, load_generator
+    """Load the models and open the store the settings name: the one way the page and CLIs get an engine.
+
+    With `RAG_LLM_BASE_URL` the served model answers and its adapters are picked by name; with
+    `RAG_LOCAL_LLM` as well, the local model answers and the served ones are adapters "served:<name>".
+    """
+    from chatbot.models import load_embeddings
     from chatbot.store import Store
 
     store = Store.open(settings)
     try:
         if require_collection:
             store.require_points()  # fail in a second, before the models take their seconds to load
+        served = None
+        if settings.llm_base_url:
+            from chatbot.remote import build_remote_chat_model, remote_adapters, served_adapter_infos
+
+            served = build_remote_chat_model(settings, max_new_tokens=160)  # a server that is down fails here
         retriever = Retriever(store, load_embeddings(settings), top_k=settings.top_k)
-        local = load_generator(settings)
-        model, adapters = load_adapters(settings, local)
-        chat_model = build_chat_model(replace(local, model=model), max_new_tokens=160)
-        return ChatEngine(retriever, chat_model, adapters=adapters)
+        if served is not None and not settings.local_llm:
+            return ChatEngine(retriever, served, adapters=remote_adapters(settings, served))
+        chat_model, adapters = _local_chat_model(settings.local_side() if served else settings)
+        if served is not None:
+            adapters += served_adapter_infos(served, prefix=SERVED_PREFIX)
+        return ChatEngine(retriever, chat_model, adapters=adapters, served=served)
     except BaseException:
         store.close()
         raise
+
+
+def _local_chat_model(settings: Settings) -> tuple[LocalChatModel, list[AdapterInfo]]:
+    from chatbot.generation import build_chat_model  # imports torch
+    from chatbot.models import load_generator
+
+    local = load_generator(settings)
+    model, adapters = load_adapters(settings, local)
+    return build_chat_model(replace(local, model=model), max_new_tokens=160), adapters

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from chatbot.config import Settings
 from chatbot.errors import CollectionMissingError, FingerprintMismatchError, StoreError, StoreLockedError
@@ -27,6 +27,7 @@ SPARSE = "sparse"
 MANIFEST_KEY = "ragtune_manifest"
 FINGERPRINT_KEY = "ragtune_fingerprint"
 UPDATED_KEY = "ragtune_updated"
+SERVER_TIMEOUT = 10  # seconds per request to a Qdrant server: a search or a batch upsert takes far less
 
 
 def open_client(settings: Settings, *, location: str | None = None) -> QdrantClient:
@@ -34,7 +35,7 @@ def open_client(settings: Settings, *, location: str | None = None) -> QdrantCli
     if location is not None:
         return QdrantClient(location=location)
     if settings.qdrant_url:
-        return QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+        return _server_client(settings)
     try:
         return QdrantClient(path=str(settings.qdrant_path))
     except RuntimeError as error:
@@ -45,6 +46,40 @@ def open_client(settings: Settings, *, location: str | None = None) -> QdrantCli
             "running app): local mode allows one process per folder. Stop the app and run again, re-ingest "
             "from the app's Knowledge base page, or use a Qdrant server (RAG_QDRANT_URL)."
         ) from error
+
+
+def _server_client(settings: Settings) -> QdrantClient:
+    # One cheap authenticated call up front, so a server that is down or a wrong key fails here with
+    # what to do, not later as a connection traceback in the middle of an ingest. (It replaces
+    # qdrant-client's own version check, which only warns when the server cannot be reached.)
+    url = settings.qdrant_url
+    client = QdrantClient(url=url, api_key=settings.qdrant_api_key, timeout=SERVER_TIMEOUT, check_compatibility=False)
+    try:
+        client.get_collections()
+    except ResponseHandlingException as error:
+        client.close()
+        reason = _first_line(error.source)
+        raise StoreError(
+            f"cannot reach RAG_QDRANT_URL={url} ({reason}): start Qdrant "
+            "(docker run -p 6333:6333 qdrant/qdrant) or unset it to use local mode."
+        ) from error
+    except UnexpectedResponse as error:
+        client.close()
+        if error.status_code in (401, 403):
+            raise StoreError(
+                f"The Qdrant server at RAG_QDRANT_URL={url} refused the request ({error.status_code}): set "
+                "RAG_QDRANT_API_KEY to its API key (or a read-write JWT)."
+            ) from error
+        raise StoreError(
+            f"RAG_QDRANT_URL={url} answered {error.status_code} {error.reason_phrase}, not like a Qdrant "
+            "server: check the URL (REST port, usually 6333)."
+        ) from error
+    return client
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -68,16 +103,25 @@ class ChunkPoint:
 
 
 class Store:
-    """One collection in one Qdrant client."""
+    """One collection in one Qdrant client; `shards` and `replicas` lay out a new collection on a cluster."""
 
-    def __init__(self, client: QdrantClient, collection: str) -> None:
+    def __init__(
+        self, client: QdrantClient, collection: str, *, shards: int | None = None, replicas: int | None = None
+    ) -> None:
         self.client = client
         self.collection = collection
+        self.shards = shards
+        self.replicas = replicas
 
     @classmethod
     def open(cls, settings: Settings, collection: str | None = None) -> Store:
         """Open the configured store and collection (the collection may not exist yet)."""
-        return cls(open_client(settings), collection or settings.collection)
+        return cls(
+            open_client(settings),
+            collection or settings.collection,
+            shards=settings.qdrant_shards,
+            replicas=settings.qdrant_replicas,
+        )
 
     def close(self) -> None:
         """Release the client (and the local folder's lock)."""
@@ -101,6 +145,11 @@ class Store:
             vectors_config={DENSE: models.VectorParams(size=fingerprint["dim"], distance=models.Distance.COSINE)},
             sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             metadata={FINGERPRINT_KEY: fingerprint, MANIFEST_KEY: {}},
+            # Payload (the chunk text) stays on disk on a server, so RAM holds vectors and indexes;
+            # HNSW keeps the server's defaults (m=16, ef_construct=100). Local mode ignores all three.
+            on_disk_payload=True,
+            shard_number=self.shards,
+            replication_factor=self.replicas,
         )
         with warnings.catch_warnings():
             # A server needs indexes for source/section filters and facets; local mode ignores them, and says so.

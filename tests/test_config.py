@@ -84,3 +84,80 @@ def test_settings_are_frozen_and_validated_when_built_in_code():
         settings.top_k = 3  # type: ignore[misc]
     with pytest.raises(SettingsError, match="RAG_TOP_K"):
         Settings(top_k=True)
+
+
+def test_server_settings_are_read_and_typed(tmp_path):
+    settings = Settings.from_env(
+        {
+            "RAG_QDRANT_URL": "http://localhost:6333",
+            "RAG_QDRANT_SHARDS": "4",
+            "RAG_QDRANT_REPLICAS": "2",
+            "RAG_LLM_BASE_URL": "http://localhost:8000/v1",
+            "RAG_LLM_API_KEY": "token",
+            "RAG_LLM_MODEL": "/models/llama-3-8b",  # a served name: vLLM names a model by the path it loaded
+            "RAG_LLM_TIMEOUT": "2.5",
+            "RAG_LLM_CONTEXT_WINDOW": "8192",
+            "RAG_LLM_TOKENIZER": str(tmp_path),
+            "RAG_LOCAL_LLM": "yes",
+        }
+    )
+    assert (settings.qdrant_shards, settings.qdrant_replicas) == (4, 2)
+    assert settings.llm_timeout == 2.5 and settings.llm_context_window == 8192
+    assert settings.llm_model == "/models/llama-3-8b" and settings.llm_tokenizer == str(tmp_path)
+    assert settings.describe()["RAG_LLM_API_KEY"] == "***"
+    assert settings.local_llm_model is None  # yes: the bundled model
+    local = settings.local_side()
+    assert local.llm_base_url is None and local.llm_model is None and local.llm_api_key is None
+    assert local.qdrant_url == settings.qdrant_url and local.adapters_dir == settings.adapters_dir
+
+
+def test_local_llm_takes_a_folder_and_0_turns_it_off(tmp_path):
+    on = Settings.from_env({"RAG_LLM_BASE_URL": "http://localhost:8000/v1", "RAG_LOCAL_LLM": str(tmp_path)})
+    assert on.local_llm_model == str(tmp_path) == on.local_side().llm_model
+    off = Settings.from_env({"RAG_LLM_BASE_URL": "http://localhost:8000/v1", "RAG_LOCAL_LLM": "0"})
+    assert off.local_llm is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "allowed"),
+    [
+        ("RAG_QDRANT_SHARDS", "0", "from 1 to 256"),
+        ("RAG_QDRANT_SHARDS", "two", "whole number"),
+        ("RAG_QDRANT_REPLICAS", "17", "from 1 to 16"),
+        ("RAG_LLM_TIMEOUT", "0", "seconds, a number from 0.1 to 3600"),
+        ("RAG_LLM_TIMEOUT", "soon", "seconds"),
+        ("RAG_LLM_CONTEXT_WINDOW", "100", "from 256 to"),
+        ("RAG_LLM_TOKENIZER", "./no-tokenizer-here", "existing local model directory"),
+        ("RAG_LOCAL_LLM", "./no-model-here", "existing local model directory"),
+    ],
+)
+def test_a_bad_server_setting_names_the_variable_the_value_and_what_is_allowed(variable, value, allowed):
+    servers = {"RAG_QDRANT_URL": "http://localhost:6333", "RAG_LLM_BASE_URL": "http://localhost:8000/v1"}
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({**servers, variable: value})
+    assert str(caught.value).startswith(f"{variable}={value} is not allowed")
+    assert allowed in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "needs"),
+    [
+        ("RAG_QDRANT_SHARDS", "2", "RAG_QDRANT_URL"),
+        ("RAG_QDRANT_REPLICAS", "2", "RAG_QDRANT_URL"),
+        ("RAG_LLM_API_KEY", "k", "RAG_LLM_BASE_URL"),
+        ("RAG_LLM_CONTEXT_WINDOW", "4096", "RAG_LLM_BASE_URL"),
+        ("RAG_LOCAL_LLM", "1", "RAG_LLM_BASE_URL"),
+    ],
+)
+def test_a_server_setting_without_its_server_is_refused(variable, value, needs):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({variable: value})
+    assert f"only together with {needs}" in str(caught.value)
+    assert "k is not allowed" not in str(caught.value)  # a key is never echoed
+
+
+def test_rag_llm_model_is_a_folder_locally_and_a_served_name_with_a_base_url():
+    with pytest.raises(SettingsError, match="RAG_LLM_MODEL=/models/llama is not allowed"):
+        Settings.from_env({"RAG_LLM_MODEL": "/models/llama"})
+    served = Settings.from_env({"RAG_LLM_MODEL": "/models/llama", "RAG_LLM_BASE_URL": "http://gpu:8000/v1"})
+    assert served.llm_model == "/models/llama"

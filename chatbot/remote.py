@@ -1,0 +1,317 @@
+"""A model behind an OpenAI-compatible server (vLLM, Ollama, ...) as the engine's chat model.
+
+`RemoteChatModel` answers the calls the engine makes on `LocalChatModel` (`stream` with a
+per-call `adapter=`, `count_tokens`, `render`, `tokenizer`, `context_window`), so the engine
+cannot tell them apart. The adapter switch is the request's `model` field: vLLM started with
+`--enable-lora --lora-modules support-rag=PATH` serves the base model under its own name and
+each PEFT folder under the adapter's name, so "adapter on" sends the adapter's name and
+"adapter off" the base model's. `/v1/models` lists both; an adapter's entry has a `parent`,
+the base it applies to.
+
+Trade-off: the server does the sampling and the stop strings, and shares nothing with this
+process, so no lock is needed and concurrent answers batch on the server; but it returns text,
+not logits, so an adapter cannot be probed (answer loss) through it.
+
+HTTP goes through langchain-openai's chat model (timeouts, retries with backoff, SSE
+parsing); its errors become `RagtuneError`s that say what to do. It is imported inside the
+builder: importing the engine must stay cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field
+
+from chatbot import remote_tokens
+from chatbot.answer import AdapterInfo
+from chatbot.config import Settings
+from chatbot.errors import AdapterNotFoundError, InvalidOptionError, ModelNotFoundError, RagtuneError
+
+if TYPE_CHECKING:
+    from langchain_core.callbacks import CallbackManagerForLLMRun
+
+DEFAULT_CONTEXT_WINDOW = 4096  # when neither RAG_LLM_CONTEXT_WINDOW nor the server says (vLLM's max_model_len)
+RETRIES = 2  # on connection errors, 408, 429 and 5xx, with backoff (the openai client's rule)
+_OPTIONS = ("adapter", "max_new_tokens", "repetition_penalty", "temperature")
+_IGNORED = ("stream",)
+
+
+class RemoteChatModel(BaseChatModel):
+    """A served model as a LangChain chat model; per call: `adapter` (a served adapter name, None = base),
+    `max_new_tokens`, `temperature`, `repetition_penalty` and `stop`."""
+
+    client: Any = Field(exclude=True, repr=False)  # langchain-openai's (Base)ChatOpenAI
+    base_url: str
+    model_name: str  # the served base model
+    served: list[dict[str, Any]] = Field(default_factory=list)  # the /v1/models cards at start-up
+    tokenizer: Any = Field(default_factory=remote_tokens.EstimateTokenizer, exclude=True, repr=False)
+    token_count: str = "estimate"  # how count_tokens counts: "tokenizer" or "estimate"
+    context_window: int = Field(default=DEFAULT_CONTEXT_WINDOW, ge=1)
+    max_new_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    timeout: float = 60.0
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @property
+    def _llm_type(self) -> str:
+        return "ragtune-remote"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"base_url": self.base_url, "model_name": self.model_name, "context_window": self.context_window}
+
+    def render(self, messages: Sequence[BaseMessage]) -> str:
+        """The prompt as text (the server applies its own copy of the chat template)."""
+        return remote_tokens.render(self.tokenizer, messages)
+
+    def count_tokens(self, messages: Sequence[BaseMessage]) -> int:
+        """How many tokens the prompt takes, by the model's tokenizer or by estimate (see `token_count`)."""
+        return remote_tokens.count_tokens(self.tokenizer, messages)
+
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence | None = None) -> int:
+        """LangChain's name for `count_tokens`."""
+        return self.count_tokens(messages)
+
+    def answer_loss(self, messages: list[dict[str, str]], answer: str, *, adapter: str | None = None) -> float:
+        """Not available: a server returns text, not the losses a probe compares."""
+        raise RagtuneError(
+            f"Cannot probe {adapter or self.model_name!r}: it is served by {self.base_url}, which returns text, "
+            "not the answer loss a probe measures. Probe the adapter on a local model instead (unset "
+            "RAG_LLM_BASE_URL, or set RAG_LOCAL_LLM=1 to load the local model next to the server)."
+        )
+
+    @property
+    def served_adapters(self) -> list[str]:
+        """The adapters the server listed on this base model at start-up (`parent` = the base)."""
+        return [card["id"] for card in self.served if card.get("parent") == self.model_name]
+
+    def served_models(self) -> list[str]:
+        """The names the server's /v1/models lists now (base models and adapters)."""
+        return [card["id"] for card in list_models(self.client.root_client, self.base_url, self.timeout)]
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return generate_from_stream(self._stream(messages, stop=stop, run_manager=run_manager, **kwargs))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        options = self._options(kwargs)
+        adapter = options.pop("adapter")
+        model = adapter if adapter not in (None, self.model_name) else self.model_name
+        request: dict[str, Any] = {"model": model, "max_tokens": options["max_new_tokens"]}
+        request["temperature"] = options["temperature"]
+        if options["repetition_penalty"] != 1.0:  # not OpenAI's API: vLLM reads it from the body
+            request["extra_body"] = {"repetition_penalty": options["repetition_penalty"]}
+        stream = self.client.stream(messages, stop=[s for s in stop or () if s] or None, **request)
+        try:
+            for chunk in stream:
+                if run_manager and chunk.content:
+                    run_manager.on_llm_new_token(str(chunk.content))
+                yield ChatGenerationChunk(message=chunk)
+        except Exception as error:
+            raise self._error(error, model=model, adapter=adapter) from error
+        finally:
+            stream.close()  # closes the HTTP response: vLLM aborts a request whose client has gone
+        metadata = {"model_name": model, "adapter": adapter, "token_count": self.token_count}
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=metadata))
+
+    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(kwargs) - {*_OPTIONS, *_IGNORED})
+        if unknown:
+            raise InvalidOptionError(
+                f"Unknown option {', '.join(map(repr, unknown))} for {type(self).__name__}: "
+                f"use {', '.join(_OPTIONS)} or stop."
+            )
+        options = {name: kwargs.get(name, getattr(self, name, None)) for name in _OPTIONS}
+        options["adapter"] = kwargs.get("adapter")
+        for name, low, allowed in (
+            ("max_new_tokens", 1, "a whole number >= 1"),
+            ("temperature", 0, "0 (greedy) or more"),
+            ("repetition_penalty", 1e-6, "more than 0 (1 = off)"),
+        ):
+            value = options[name]
+            kinds = int if name == "max_new_tokens" else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kinds) or value < low:
+                raise InvalidOptionError(f"{name}={value!r} is not allowed: use {allowed}.")
+        return options
+
+    def _error(self, error: Exception, *, model: str, adapter: str | None) -> Exception:
+        import openai
+
+        if not isinstance(error, openai.NotFoundError):
+            return server_error(error, self.base_url, self.timeout, model=model)
+        try:
+            served = ", ".join(repr(name) for name in self.served_models()) or "none"
+        except RagtuneError:
+            served = "(the list could not be read)"
+        if adapter is None:
+            return ModelNotFoundError(
+                f"model {model!r} is not served at {self.base_url}: served models are {served}. "
+                "Set RAG_LLM_MODEL to one of them, or serve it."
+            )
+        return AdapterNotFoundError(
+            f"model {model!r} is not served at {self.base_url}: served models are {served}. Serve the adapter "
+            f"(vllm serve {self.model_name} --enable-lora --lora-modules {model}=PATH), or pick another adapter."
+        )
+
+
+def server_error(error: Exception, base_url: str, timeout: float, *, model: str | None = None) -> Exception:
+    """An openai client error as a RagtuneError that says what to do (anything else is returned as it is)."""
+    import openai
+
+    about = f" (model {model!r})" if model else ""
+    if isinstance(error, openai.APITimeoutError):
+        return RagtuneError(
+            f"RAG_LLM_BASE_URL={base_url} did not answer within {timeout:g} s{about}: is the server overloaded? "
+            "Raise RAG_LLM_TIMEOUT, or ask for fewer new tokens."
+        )
+    if isinstance(error, openai.APIConnectionError):
+        return RagtuneError(f"cannot reach RAG_LLM_BASE_URL={base_url} ({_reason(error)}): is the server running?")
+    if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
+        return RagtuneError(
+            f"RAG_LLM_BASE_URL={base_url} refused the request ({error.status_code}): set RAG_LLM_API_KEY to the "
+            "server's key (the one given to `vllm serve --api-key`)."
+        )
+    if isinstance(error, openai.APIStatusError):
+        return RagtuneError(f"RAG_LLM_BASE_URL={base_url} answered {error.status_code}{about}: {error.message}")
+    return error
+
+
+def _reason(error: BaseException) -> str:
+    # The openai client says only "Connection error."; the socket's reason is further down the chain.
+    causes = []
+    while error is not None and len(causes) < 10:
+        causes.append(str(error))
+        error = error.__cause__ or error.__context__
+    text = " ".join(causes).lower()
+    if "refused" in text:
+        return "connection refused"
+    if "name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
+        return "unknown host"
+    return causes[-1].splitlines()[0] if causes[-1].strip() else "connection error"
+
+
+def list_models(root_client: Any, base_url: str, timeout: float) -> list[dict[str, Any]]:
+    """The model cards the server's /v1/models lists (vLLM adds `root`, `parent` and `max_model_len`)."""
+    import openai
+
+    try:
+        return [card.model_dump() for card in root_client.models.list()]
+    except openai.NotFoundError as error:
+        raise RagtuneError(
+            f"RAG_LLM_BASE_URL={base_url} has no /models endpoint (404): an OpenAI-compatible base URL "
+            "usually ends in /v1, e.g. http://localhost:8000/v1."
+        ) from error
+    except openai.APIError as error:
+        raise server_error(error, base_url, timeout) from error
+
+
+def choose_base(cards: list[dict[str, Any]], wanted: str | None, base_url: str) -> dict[str, Any]:
+    """The served base model: `RAG_LLM_MODEL`, or the only base model the server lists."""
+    names = ", ".join(repr(card["id"]) for card in cards) or "none"
+    if wanted:
+        card = next((card for card in cards if card["id"] == wanted), None)
+        if card is None:
+            raise ModelNotFoundError(
+                f"model {wanted!r} is not served at {base_url}: served models are {names}. "
+                "Set RAG_LLM_MODEL to one of them (with RAG_LLM_BASE_URL it names a served model, not a folder)."
+            )
+        if card.get("parent"):
+            raise ModelNotFoundError(
+                f"RAG_LLM_MODEL={wanted} is an adapter served on {card['parent']}: set RAG_LLM_MODEL="
+                f"{card['parent']} and pick the adapter per question (adapter={wanted!r})."
+            )
+        return card
+    bases = [card for card in cards if not card.get("parent")]
+    if len(bases) != 1:
+        raise ModelNotFoundError(
+            f"RAG_LLM_BASE_URL={base_url} serves {len(bases)} base models ({names}): "
+            "set RAG_LLM_MODEL to the one to answer with."
+        )
+    return bases[0]
+
+
+def build_remote_chat_model(
+    settings: Settings, *, max_new_tokens: int = 256, temperature: float = 0.0, retries: int = RETRIES
+) -> RemoteChatModel:
+    """The model `RAG_LLM_BASE_URL` serves, checked against its /v1/models, as a chat model."""
+    # ChatOpenAI's base class: ChatOpenAI itself renames max_tokens to OpenAI's newer max_completion_tokens,
+    # which servers that predate it ignore. Imported here: it pulls in openai and httpx.
+    from langchain_openai.chat_models.base import BaseChatOpenAI
+
+    url = settings.llm_base_url
+    if url is None:
+        raise RagtuneError("No model server is configured: set RAG_LLM_BASE_URL (e.g. http://localhost:8000/v1).")
+    client = BaseChatOpenAI(
+        base_url=url,
+        api_key=settings.llm_api_key or "EMPTY",  # the client insists on a key; a server without one ignores it
+        model=settings.llm_model or "default",  # replaced per request by the base or adapter name
+        timeout=settings.llm_timeout,
+        max_retries=retries,
+        stream_usage=True,
+        use_responses_api=False,  # vLLM and Ollama speak chat completions
+    )
+    cards = list_models(client.root_client, url, settings.llm_timeout)
+    base = choose_base(cards, settings.llm_model, url)
+    tokenizer, counting = remote_tokens.load_tokenizer(settings, base["id"])
+    return RemoteChatModel(
+        client=client,
+        base_url=url,
+        model_name=base["id"],
+        served=cards,
+        tokenizer=tokenizer,
+        token_count=counting,
+        context_window=settings.llm_context_window or base.get("max_model_len") or DEFAULT_CONTEXT_WINDOW,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        timeout=settings.llm_timeout,
+    )
+
+
+def served_adapter_infos(model: RemoteChatModel, *, prefix: str = "") -> list[AdapterInfo]:
+    """The served adapters as loaded adapters; with a `prefix` (next to a local model) the served base too."""
+    card = {"served_by": model.base_url, "base_model": model.model_name}
+    infos = [AdapterInfo(prefix + name, {**card, "adapter": name}) for name in model.served_adapters]
+    if prefix:
+        infos.insert(0, AdapterInfo(prefix + model.model_name, {**card, "adapter": None}))
+    return infos
+
+
+def remote_adapters(settings: Settings, model: RemoteChatModel) -> list[AdapterInfo]:
+    """What a served model can switch to, then the local registry's adapters, which it cannot load."""
+    from adapters.registry import adapter_dirs, discover
+
+    served = served_adapter_infos(model)
+    names = {info.name for info in served}
+    local = [
+        AdapterInfo(
+            adapter.name,
+            adapter.card,
+            str(adapter.path),
+            loaded=False,
+            problem=(
+                f"the served model takes adapters by name: serve this folder on {model.base_url} "
+                f"(vllm serve {model.model_name} --enable-lora --lora-modules {adapter.name}={adapter.path})"
+            ),
+        )
+        for adapter in discover(adapter_dirs(settings))
+        if adapter.name not in names
+    ]
+    return served + local

@@ -1,0 +1,399 @@
+"""The served-model backend, driven through a small OpenAI-compatible server started inside the tests.
+
+`FakeServer` speaks the protocol as `vllm serve BASE --enable-lora --lora-modules NAME=PATH` does:
+`/v1/models` lists the base (with `max_model_len`) and each LoRA (with `parent` = the base);
+`/v1/chat/completions` answers as JSON, or with `stream: true` as SSE `data: {...}` chunks
+ending `data: [DONE]` (usage last when `stream_options.include_usage`); an unknown model is
+vLLM's 404 error body. It records every request, so tests assert on what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from fakes import FakeChatModel, FakeEmbeddings, count_words
+from qdrant_client import QdrantClient
+
+from chatbot.answer import AdapterInfo
+from chatbot.config import Settings
+from chatbot.engine import ChatEngine, build_engine
+from chatbot.errors import AdapterNotFoundError, ModelNotFoundError, RagtuneError
+from chatbot.prompts import Examples, Strategy, build_messages
+from chatbot.remote import RemoteChatModel, build_remote_chat_model, remote_adapters, served_adapter_infos
+from chatbot.remote_tokens import EstimateTokenizer
+from chatbot.retrieval import Retriever
+from chatbot.store import Store
+from ingest.pipeline import run_ingest
+from ingest.split import ChunkerSettings
+
+BASE = "acme/support-lm-7b"  # no tokenizer for it here: token counts are estimated
+LORA = "support-rag"
+
+
+class FakeServer:
+    """An OpenAI-compatible server on 127.0.0.1 that replies "[<model>] <reply>" word by word."""
+
+    def __init__(self, *, reply: str = "Refunds take 5 business days [1].", delay: float = 0.0, key: str | None = None):
+        self.reply, self.delay, self.key = reply, delay, key
+        self.models = [
+            {"id": BASE, "object": "model", "owned_by": "vllm", "root": BASE, "parent": None, "max_model_len": 2048},
+            {"id": LORA, "object": "model", "owned_by": "vllm", "root": f"/adapters/{LORA}", "parent": BASE},
+        ]
+        self.requests: list[dict[str, Any]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep the test output clean
+                pass
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") == "/v1/models" and server.authorized(self):
+                    self.send_json(200, {"object": "list", "data": server.models})
+                elif self.path.rstrip("/") != "/v1/models":
+                    self.send_json(404, {"detail": "Not Found"})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append(body)
+                if self.path != "/v1/chat/completions":
+                    return self.send_json(404, {"detail": "Not Found"})
+                if not server.authorized(self):
+                    return None
+                if body["model"] not in {card["id"] for card in server.models}:
+                    return self.send_json(
+                        404, error(f"The model `{body['model']}` does not exist.", "NotFoundError", 404)
+                    )
+                time.sleep(server.delay)
+                words, finish = server.answer(body)
+                if body.get("stream"):
+                    return self.send_stream(body, words, finish)
+                text = "".join(words)
+                message = {"role": "assistant", "content": text}
+                choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+                return self.send_json(200, completion(body, "chat.completion", [choice], usage(body, words)))
+
+            def send_json(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def send_stream(self, body: dict[str, Any], words: list[str], finish: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()  # HTTP/1.0: the stream ends when the connection closes
+                deltas = [{"role": "assistant", "content": ""}, *({"content": word} for word in words)]
+                for delta in deltas:
+                    self.event(completion(body, "chat.completion.chunk", [chunk_choice(delta, None)]))
+                self.event(completion(body, "chat.completion.chunk", [chunk_choice({}, finish)]))
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    self.event(completion(body, "chat.completion.chunk", [], usage(body, words)))
+                self.wfile.write(b"data: [DONE]\n\n")
+
+            def event(self, payload: dict[str, Any]) -> None:
+                self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+                self.wfile.flush()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def authorized(self, handler: BaseHTTPRequestHandler) -> bool:
+        if self.key is None or handler.headers.get("Authorization") == f"Bearer {self.key}":
+            return True
+        handler.send_json(401, {"error": "Unauthorized"})
+        return False
+
+    def answer(self, body: dict[str, Any]) -> tuple[list[str], str]:
+        """The reply's words (with their spaces) after the server's own stop strings and max_tokens."""
+        text = f"[{body['model']}] {self.reply}"
+        for stop in body.get("stop") or []:
+            text = text.split(stop, 1)[0]
+        words = [word if i == 0 else " " + word for i, word in enumerate(text.split(" "))]
+        limit = body.get("max_tokens") or len(words)
+        return words[:limit], "length" if len(words) > limit else "stop"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def error(message: str, kind: str, code: int) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def completion(body: dict[str, Any], kind: str, choices: list[dict], usage: dict | None = None) -> dict[str, Any]:
+    payload = {"id": "chatcmpl-1", "object": kind, "created": 1700000000, "model": body["model"], "choices": choices}
+    return {**payload, "usage": usage} if usage else payload
+
+
+def chunk_choice(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+
+def usage(body: dict[str, Any], words: list[str]) -> dict[str, int]:
+    prompt = sum(len(message["content"].split()) for message in body["messages"])
+    return {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
+
+
+@pytest.fixture
+def server():
+    fake = FakeServer()
+    yield fake
+    fake.stop()
+
+
+def remote(url: str, **settings: Any) -> RemoteChatModel:
+    return build_remote_chat_model(Settings(llm_base_url=url, **settings), max_new_tokens=64, retries=0)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again when the block ends: nothing listens there
+
+
+def test_the_served_base_model_answers_and_streams(server):
+    model = remote(server.url)
+
+    assert model.model_name == BASE and model.served_adapters == [LORA]
+    assert model.context_window == 2048 and model.token_count == "estimate"  # max_model_len from /v1/models
+    assert model.invoke("How long do refunds take?").content == f"[{BASE}] Refunds take 5 business days [1]."
+    pieces = [chunk.content for chunk in model.stream("How long do refunds take?") if chunk.content]
+    assert len(pieces) > 3 and "".join(pieces) == f"[{BASE}] Refunds take 5 business days [1]."
+    sent = server.requests[-1]
+    assert sent["stream"] is True and sent["model"] == BASE and sent["max_tokens"] == 64
+    assert sent["messages"] == [{"role": "user", "content": "How long do refunds take?"}]
+
+
+def test_an_adapter_is_the_requests_model_and_options_reach_the_server(server):
+    model = remote(server.url)
+
+    text = "".join(str(c.content) for c in model.stream("q", adapter=LORA, stop=["business"], temperature=0.7))
+    model.invoke("q", adapter=None, max_new_tokens=3)
+
+    assert text == f"[{LORA}] Refunds take 5 "  # cut by the server at the stop string
+    adapter_on, adapter_off = server.requests[-2:]
+    assert adapter_on["model"] == LORA and adapter_on["stop"] == ["business"] and adapter_on["temperature"] == 0.7
+    assert adapter_off["model"] == BASE and adapter_off["max_tokens"] == 3
+
+
+def test_an_unknown_model_or_adapter_names_what_is_served(server):
+    with pytest.raises(ModelNotFoundError) as caught:
+        remote(server.url, llm_model="acme/other-model")
+    assert str(caught.value).startswith(f"model 'acme/other-model' is not served at {server.url}: served models")
+    assert repr(BASE) in str(caught.value) and repr(LORA) in str(caught.value)
+
+    model = remote(server.url)
+    with pytest.raises(AdapterNotFoundError, match=rf"model 'nope' is not served at .*served models are '{BASE}'"):
+        model.invoke("q", adapter="nope")
+    assert server.requests[-1]["model"] == "nope"  # the server said so (its 404), not a guess made here
+    with pytest.raises(ModelNotFoundError, match=f"RAG_LLM_MODEL={LORA} is an adapter served on {BASE}"):
+        remote(server.url, llm_model=LORA)
+
+
+def test_a_server_that_is_down_is_a_clear_error():
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    with pytest.raises(RagtuneError) as caught:
+        remote(url)
+    assert str(caught.value) == f"cannot reach RAG_LLM_BASE_URL={url} (connection refused): is the server running?"
+
+
+def test_a_server_that_goes_down_mid_session_is_a_clear_error():
+    fake = FakeServer()
+    model = remote(fake.url)
+    fake.stop()
+    with pytest.raises(RagtuneError, match=r"cannot reach RAG_LLM_BASE_URL=.*connection refused"):
+        model.invoke("q")
+
+
+def test_a_slow_server_times_out_with_the_setting_to_raise():
+    fake = FakeServer(delay=2.0)
+    try:
+        model = remote(fake.url, llm_timeout=0.3)
+        started = time.perf_counter()
+        with pytest.raises(RagtuneError, match=r"did not answer within 0.3 s .*Raise RAG_LLM_TIMEOUT"):
+            list(model.stream("q"))
+        assert time.perf_counter() - started < 1.5  # no retries were configured, and none were made
+    finally:
+        fake.stop()
+
+
+def test_a_wrong_key_and_a_url_without_v1_say_what_to_set():
+    fake = FakeServer(key="sesame")
+    try:
+        with pytest.raises(RagtuneError, match=r"refused the request \(401\): set RAG_LLM_API_KEY"):
+            remote(fake.url, llm_api_key="wrong")
+        assert remote(fake.url, llm_api_key="sesame").invoke("q").content.startswith(f"[{BASE}]")
+        with pytest.raises(RagtuneError, match=r"no /models endpoint .*ends in /v1"):
+            remote(fake.url.removesuffix("/v1"), llm_api_key="sesame")
+    finally:
+        fake.stop()
+
+
+def test_probing_a_served_adapter_is_refused_with_the_way_out(server):
+    with pytest.raises(RagtuneError, match=r"returns text, not the answer loss.*RAG_LOCAL_LLM=1"):
+        remote(server.url).answer_loss([{"role": "user", "content": "q"}], "a", adapter=LORA)
+
+
+def test_the_estimate_tokenizer_cuts_where_it_counts():
+    tokenizer = EstimateTokenizer()
+    ids = tokenizer.encode("refunds take five days")
+    assert len(ids) == 8 and tokenizer.decode(ids[:3]) == "refunds t"
+
+
+# -- the engine over a served model ---------------------------------------------------------------
+
+PAGES = {
+    "refunds.md": "# Refunds\n\nRefunds for unused labels take 5 business days to reach your postage wallet.\n",
+    "plans.md": "# Plans\n\nThe Growth plan costs $49 per month and includes 1,000 labels.\n",
+    "printing.md": "# Printing\n\nPrint labels on 4x6 thermal paper from Settings > Printing.\n",
+}
+
+
+@pytest.fixture
+def store(tmp_path):
+    for name, text in PAGES.items():
+        (tmp_path / name).write_text(text)
+    store = Store(QdrantClient(location=":memory:"), "kb")
+    run_ingest(
+        [tmp_path],
+        store=store,
+        load_embeddings=FakeEmbeddings,
+        embed_model="fake",
+        count_tokens=count_words,
+        chunker=ChunkerSettings(chunk_tokens=60, overlap_tokens=5),
+    )
+    yield store
+    store.close()
+
+
+def engine_over(store: Store, chat_model: Any, **options: Any) -> ChatEngine:
+    return ChatEngine(Retriever(store, FakeEmbeddings(), top_k=3), chat_model, abstain_threshold=0.0, **options)
+
+
+def test_the_engine_answers_with_retrieval_through_the_served_model(server, store, tmp_path):
+    model = remote(server.url, adapters_dir=tmp_path / "none")
+    engine = engine_over(store, model, adapters=remote_adapters(Settings(adapters_dir=tmp_path / "none"), model))
+
+    *pieces, answer = engine.stream("How long do refunds take?")
+    tuned = engine.answer("How long do refunds take?", adapter=LORA)
+
+    assert "".join(pieces) == answer.text == f"[{BASE}] Refunds take 5 business days [1]."
+    assert answer.sources[0].source == "refunds.md" and answer.usage["token_count"] == "estimate"
+    assert answer.usage["output_tokens"] == 7  # the server's usage chunk, streamed last
+    sent = server.requests[-2]
+    assert sent["model"] == BASE and "\nQuestion:" in sent["stop"]
+    assert "<context>\n[1] Refunds" in sent["messages"][-1]["content"]
+    assert tuned.text.startswith(f"[{LORA}]") and server.requests[-1]["model"] == LORA
+    assert [(info.name, info.loaded, info.card["served_by"]) for info in engine.adapters()] == [
+        (LORA, True, server.url)
+    ]
+
+
+def test_the_prompt_is_trimmed_to_the_served_window_by_estimate(server, store):
+    question = "refunds labels plans printing"
+    full = engine_over(store, remote(server.url)).answer(question)
+    bare = build_messages(question, [], strategy=Strategy.ZERO_SHOT, examples=Examples.load())
+    window = remote(server.url).count_tokens(bare) + 64 + 45  # room for about one passage
+    model = remote(server.url, llm_context_window=window)
+
+    answer = engine_over(store, model, prompt_tokens=10_000).answer(question)
+
+    assert 0 < len(answer.sources) < len(full.sources)
+    assert model.count_tokens(answer_messages(server)) <= window - 64
+
+
+def answer_messages(server: FakeServer) -> list[Any]:
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+    return [kinds[m["role"]](m["content"]) for m in server.requests[-1]["messages"]]
+
+
+def test_next_to_a_local_model_served_ones_are_adapters_named_served(server, store):
+    local = FakeChatModel(replies=["local answer [1]."], adapters=("parcelwise",))
+    model = remote(server.url)
+    served = served_adapter_infos(model, prefix="served:")
+    engine = engine_over(store, local, served=model, adapters=[*engine_over(store, local).adapters(), *served])
+
+    assert [info.name for info in served] == [f"served:{BASE}", f"served:{LORA}"]
+    assert engine.answer("refunds").text == "local answer [1]." and local.calls[-1]["adapter"] is None
+    assert engine.answer("refunds", adapter=f"served:{BASE}").text.startswith(f"[{BASE}]")
+    on = engine.answer("refunds", adapter=f"served:{LORA}")
+    assert on.text.startswith(f"[{LORA}]") and on.adapter == f"served:{LORA}" and on.usage["token_count"] == "estimate"
+    assert [request["model"] for request in server.requests] == [BASE, LORA]
+    assert len(local.calls) == 1  # the served answers never touched the local model
+    with pytest.raises(RagtuneError, match="returns text, not the answer loss"):
+        engine_over(store, local, served=model, adapters=served).probe(f"served:{LORA}")
+
+
+# -- how build_engine chooses -------------------------------------------------------------------
+
+
+def fake_adapter_folder(root, name: str) -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": BASE}))
+    (folder / "adapter_model.safetensors").write_bytes(b"")  # listing reads no weights
+
+
+@pytest.fixture
+def offline_models(monkeypatch):
+    """build_engine with fake embeddings and, for the local side, a fake generator (records its settings)."""
+    from chatbot import engine, models
+
+    loaded: list[Settings] = []
+
+    def local_chat_model(settings: Settings):
+        loaded.append(settings)
+        return FakeChatModel(replies=["local answer [1]."]), [AdapterInfo("parcelwise")]
+
+    monkeypatch.setattr(models, "load_embeddings", lambda settings: FakeEmbeddings())
+    monkeypatch.setattr(engine, "_local_chat_model", local_chat_model)
+    return loaded
+
+
+def test_build_engine_with_a_base_url_answers_with_the_served_model(server, tmp_path, offline_models):
+    fake_adapter_folder(tmp_path / "adapters", "faq-style")
+    settings = Settings(qdrant_path=tmp_path / "q", adapters_dir=tmp_path / "adapters", llm_base_url=server.url)
+
+    engine = build_engine(settings, require_collection=False)
+    try:
+        listed = {info.name: info for info in engine.adapters()}
+    finally:
+        engine.close()
+
+    assert isinstance(engine.chat_model, RemoteChatModel) and engine.served is None and offline_models == []
+    assert listed[LORA].loaded and listed[LORA].card == {"served_by": server.url, "base_model": BASE, "adapter": LORA}
+    assert not listed["faq-style"].loaded
+    assert "--enable-lora --lora-modules faq-style=" in listed["faq-style"].problem
+
+
+def test_build_engine_with_local_llm_puts_the_local_model_next_to_the_served_one(server, tmp_path, offline_models):
+    settings = Settings(qdrant_path=tmp_path / "q", llm_base_url=server.url, llm_model=BASE, local_llm="1")
+
+    engine = build_engine(settings, require_collection=False)
+    engine.close()
+
+    assert isinstance(engine.chat_model, FakeChatModel) and engine.served.model_name == BASE
+    assert offline_models[0].llm_base_url is None and offline_models[0].llm_model is None  # the bundled SmolLM2
+    assert [info.name for info in engine.adapters()] == ["parcelwise", f"served:{BASE}", f"served:{LORA}"]
+
+
+def test_build_engine_fails_on_a_server_that_is_down_before_loading_anything(tmp_path, offline_models):
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    with pytest.raises(RagtuneError, match="cannot reach RAG_LLM_BASE_URL"):
+        build_engine(Settings(qdrant_path=tmp_path / "q", llm_base_url=url), require_collection=False)
+    assert offline_models == []
+    Store.open(Settings(qdrant_path=tmp_path / "q")).close()  # the local folder was released
