@@ -112,11 +112,12 @@ class RemoteChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        import openai  # loaded already by the client
+
         options = self._options(kwargs)
-        adapter = options.pop("adapter")
-        model = adapter if adapter not in (None, self.model_name) else self.model_name
-        request: dict[str, Any] = {"model": model, "max_tokens": options["max_new_tokens"]}
-        request["temperature"] = options["temperature"]
+        adapter = options["adapter"]
+        model = adapter or self.model_name
+        request = {"model": model, "max_tokens": options["max_new_tokens"], "temperature": options["temperature"]}
         if options["repetition_penalty"] != 1.0:  # not OpenAI's API: vLLM reads it from the body
             request["extra_body"] = {"repetition_penalty": options["repetition_penalty"]}
         stream = self.client.stream(messages, stop=[s for s in stop or () if s] or None, **request)
@@ -125,7 +126,7 @@ class RemoteChatModel(BaseChatModel):
                 if run_manager and chunk.content:
                     run_manager.on_llm_new_token(str(chunk.content))
                 yield ChatGenerationChunk(message=chunk)
-        except Exception as error:
+        except openai.APIError as error:
             raise self._error(error, model=model, adapter=adapter) from error
         finally:
             stream.close()  # closes the HTTP response: vLLM aborts a request whose client has gone
@@ -140,7 +141,8 @@ class RemoteChatModel(BaseChatModel):
                 f"use {', '.join(_OPTIONS)} or stop."
             )
         options = {name: kwargs.get(name, getattr(self, name, None)) for name in _OPTIONS}
-        options["adapter"] = kwargs.get("adapter")
+        if options["adapter"] == self.model_name:
+            options["adapter"] = None  # the base model by name: no adapter
         for name, low, allowed in (
             ("max_new_tokens", 1, "a whole number >= 1"),
             ("temperature", 0, "0 (greedy) or more"),
@@ -152,7 +154,7 @@ class RemoteChatModel(BaseChatModel):
                 raise InvalidOptionError(f"{name}={value!r} is not allowed: use {allowed}.")
         return options
 
-    def _error(self, error: Exception, *, model: str, adapter: str | None) -> Exception:
+    def _error(self, error: Exception, *, model: str, adapter: str | None) -> RagtuneError:
         import openai
 
         if not isinstance(error, openai.NotFoundError):
@@ -172,8 +174,8 @@ class RemoteChatModel(BaseChatModel):
         )
 
 
-def server_error(error: Exception, base_url: str, timeout: float, *, model: str | None = None) -> Exception:
-    """An openai client error as a RagtuneError that says what to do (anything else is returned as it is)."""
+def server_error(error: Exception, base_url: str, timeout: float, *, model: str | None = None) -> RagtuneError:
+    """An openai client error (`openai.APIError`) as a RagtuneError that says what to do."""
     import openai
 
     about = f" (model {model!r})" if model else ""
@@ -189,9 +191,8 @@ def server_error(error: Exception, base_url: str, timeout: float, *, model: str 
             f"RAG_LLM_BASE_URL={base_url} refused the request ({error.status_code}): set RAG_LLM_API_KEY to the "
             "server's key (the one given to `vllm serve --api-key`)."
         )
-    if isinstance(error, openai.APIStatusError):
-        return RagtuneError(f"RAG_LLM_BASE_URL={base_url} answered {error.status_code}{about}: {error.message}")
-    return error
+    status = f" {error.status_code}" if isinstance(error, openai.APIStatusError) else ""
+    return RagtuneError(f"RAG_LLM_BASE_URL={base_url} answered with an error{status}{about}: {error.message}")
 
 
 def _reason(error: BaseException) -> str:

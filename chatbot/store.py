@@ -27,7 +27,7 @@ SPARSE = "sparse"
 MANIFEST_KEY = "ragtune_manifest"
 FINGERPRINT_KEY = "ragtune_fingerprint"
 UPDATED_KEY = "ragtune_updated"
-SERVER_TIMEOUT = 10  # seconds per request to a Qdrant server: a search or a batch upsert takes far less
+SERVER_TIMEOUT = 30  # seconds per request to a Qdrant server: room for a waited-for batch upsert on a busy one
 
 
 def open_client(settings: Settings, *, location: str | None = None) -> QdrantClient:
@@ -50,36 +50,28 @@ def open_client(settings: Settings, *, location: str | None = None) -> QdrantCli
 
 def _server_client(settings: Settings) -> QdrantClient:
     # One cheap authenticated call up front, so a server that is down or a wrong key fails here with
-    # what to do, not later as a connection traceback in the middle of an ingest. (It replaces
-    # qdrant-client's own version check, which only warns when the server cannot be reached.)
+    # what to do, not later as a traceback in the middle of an ingest. (It stands in for qdrant-client's
+    # own version check, which only warns when the server cannot be reached.)
     url = settings.qdrant_url
     client = QdrantClient(url=url, api_key=settings.qdrant_api_key, timeout=SERVER_TIMEOUT, check_compatibility=False)
     try:
         client.get_collections()
-    except ResponseHandlingException as error:
+    except (ResponseHandlingException, UnexpectedResponse) as error:
         client.close()
-        reason = _first_line(error.source)
-        raise StoreError(
-            f"cannot reach RAG_QDRANT_URL={url} ({reason}): start Qdrant "
-            "(docker run -p 6333:6333 qdrant/qdrant) or unset it to use local mode."
-        ) from error
-    except UnexpectedResponse as error:
-        client.close()
+        if isinstance(error, ResponseHandlingException):
+            reason = str(error.source).strip() or type(error.source).__name__
+            fix = "start Qdrant (docker run -p 6333:6333 qdrant/qdrant) or unset it to use local mode."
+            raise StoreError(f"cannot reach RAG_QDRANT_URL={url} ({reason}): {fix}") from error
         if error.status_code in (401, 403):
             raise StoreError(
-                f"The Qdrant server at RAG_QDRANT_URL={url} refused the request ({error.status_code}): set "
-                "RAG_QDRANT_API_KEY to its API key (or a read-write JWT)."
+                f"The Qdrant server at RAG_QDRANT_URL={url} refused the request ({error.status_code}): "
+                "set RAG_QDRANT_API_KEY to its API key (or a read-write JWT)."
             ) from error
         raise StoreError(
             f"RAG_QDRANT_URL={url} answered {error.status_code} {error.reason_phrase}, not like a Qdrant "
-            "server: check the URL (REST port, usually 6333)."
+            "server: check the URL (the REST port, usually 6333)."
         ) from error
     return client
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,18 @@
-"""The served-model backend, driven through a small OpenAI-compatible server started inside the tests.
-
-`FakeServer` speaks the protocol as `vllm serve BASE --enable-lora --lora-modules NAME=PATH` does:
-`/v1/models` lists the base (with `max_model_len`) and each LoRA (with `parent` = the base);
-`/v1/chat/completions` answers as JSON, or with `stream: true` as SSE `data: {...}` chunks
-ending `data: [DONE]` (usage last when `stream_options.include_usage`); an unknown model is
-vLLM's 404 error body. It records every request, so tests assert on what was sent.
+"""The served-model backend, driven through `FakeServer` (tests/fake_openai.py), a small
+OpenAI-compatible server started on 127.0.0.1 for each test: answer, stream, adapter by name,
+errors (unknown model, server down, timeout, wrong key), and the engine answering through it.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from fake_openai import BASE, LORA, FakeServer, closed_port
 from fakes import FakeChatModel, FakeEmbeddings, count_words
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from qdrant_client import QdrantClient
 
 from chatbot.answer import AdapterInfo
@@ -32,119 +27,6 @@ from chatbot.store import Store
 from ingest.pipeline import run_ingest
 from ingest.split import ChunkerSettings
 
-BASE = "acme/support-lm-7b"  # no tokenizer for it here: token counts are estimated
-LORA = "support-rag"
-
-
-class FakeServer:
-    """An OpenAI-compatible server on 127.0.0.1 that replies "[<model>] <reply>" word by word."""
-
-    def __init__(self, *, reply: str = "Refunds take 5 business days [1].", delay: float = 0.0, key: str | None = None):
-        self.reply, self.delay, self.key = reply, delay, key
-        self.models = [
-            {"id": BASE, "object": "model", "owned_by": "vllm", "root": BASE, "parent": None, "max_model_len": 2048},
-            {"id": LORA, "object": "model", "owned_by": "vllm", "root": f"/adapters/{LORA}", "parent": BASE},
-        ]
-        self.requests: list[dict[str, Any]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep the test output clean
-                pass
-
-            def do_GET(self) -> None:
-                if self.path.rstrip("/") == "/v1/models" and server.authorized(self):
-                    self.send_json(200, {"object": "list", "data": server.models})
-                elif self.path.rstrip("/") != "/v1/models":
-                    self.send_json(404, {"detail": "Not Found"})
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(body)
-                if self.path != "/v1/chat/completions":
-                    return self.send_json(404, {"detail": "Not Found"})
-                if not server.authorized(self):
-                    return None
-                if body["model"] not in {card["id"] for card in server.models}:
-                    return self.send_json(
-                        404, error(f"The model `{body['model']}` does not exist.", "NotFoundError", 404)
-                    )
-                time.sleep(server.delay)
-                words, finish = server.answer(body)
-                if body.get("stream"):
-                    return self.send_stream(body, words, finish)
-                text = "".join(words)
-                message = {"role": "assistant", "content": text}
-                choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
-                return self.send_json(200, completion(body, "chat.completion", [choice], usage(body, words)))
-
-            def send_json(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def send_stream(self, body: dict[str, Any], words: list[str], finish: str) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/event-stream")
-                self.end_headers()  # HTTP/1.0: the stream ends when the connection closes
-                deltas = [{"role": "assistant", "content": ""}, *({"content": word} for word in words)]
-                for delta in deltas:
-                    self.event(completion(body, "chat.completion.chunk", [chunk_choice(delta, None)]))
-                self.event(completion(body, "chat.completion.chunk", [chunk_choice({}, finish)]))
-                if (body.get("stream_options") or {}).get("include_usage"):
-                    self.event(completion(body, "chat.completion.chunk", [], usage(body, words)))
-                self.wfile.write(b"data: [DONE]\n\n")
-
-            def event(self, payload: dict[str, Any]) -> None:
-                self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
-                self.wfile.flush()
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def authorized(self, handler: BaseHTTPRequestHandler) -> bool:
-        if self.key is None or handler.headers.get("Authorization") == f"Bearer {self.key}":
-            return True
-        handler.send_json(401, {"error": "Unauthorized"})
-        return False
-
-    def answer(self, body: dict[str, Any]) -> tuple[list[str], str]:
-        """The reply's words (with their spaces) after the server's own stop strings and max_tokens."""
-        text = f"[{body['model']}] {self.reply}"
-        for stop in body.get("stop") or []:
-            text = text.split(stop, 1)[0]
-        words = [word if i == 0 else " " + word for i, word in enumerate(text.split(" "))]
-        limit = body.get("max_tokens") or len(words)
-        return words[:limit], "length" if len(words) > limit else "stop"
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def error(message: str, kind: str, code: int) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-
-def completion(body: dict[str, Any], kind: str, choices: list[dict], usage: dict | None = None) -> dict[str, Any]:
-    payload = {"id": "chatcmpl-1", "object": kind, "created": 1700000000, "model": body["model"], "choices": choices}
-    return {**payload, "usage": usage} if usage else payload
-
-
-def chunk_choice(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-
-
-def usage(body: dict[str, Any], words: list[str]) -> dict[str, int]:
-    prompt = sum(len(message["content"].split()) for message in body["messages"])
-    return {"prompt_tokens": prompt, "completion_tokens": len(words), "total_tokens": prompt + len(words)}
-
 
 @pytest.fixture
 def server():
@@ -155,12 +37,6 @@ def server():
 
 def remote(url: str, **settings: Any) -> RemoteChatModel:
     return build_remote_chat_model(Settings(llm_base_url=url, **settings), max_new_tokens=64, retries=0)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # closed again when the block ends: nothing listens there
 
 
 def test_the_served_base_model_answers_and_streams(server):
@@ -315,8 +191,6 @@ def test_the_prompt_is_trimmed_to_the_served_window_by_estimate(server, store):
 
 
 def answer_messages(server: FakeServer) -> list[Any]:
-    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
-
     kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
     return [kinds[m["role"]](m["content"]) for m in server.requests[-1]["messages"]]
 
@@ -397,3 +271,25 @@ def test_build_engine_fails_on_a_server_that_is_down_before_loading_anything(tmp
         build_engine(Settings(qdrant_path=tmp_path / "q", llm_base_url=url), require_collection=False)
     assert offline_models == []
     Store.open(Settings(qdrant_path=tmp_path / "q")).close()  # the local folder was released
+
+
+@pytest.mark.model
+def test_a_local_copy_of_the_tokenizer_counts_exactly(server, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast  # imports torch
+
+    words = ["[UNK]", "<|im_start|>", "<|im_end|>", "user", "assistant", "refunds", "take", "days"]
+    tokenizer = Tokenizer(models.WordLevel({word: i for i, word in enumerate(words)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", eos_token="<|im_end|>")
+    fast.chat_template = (
+        "{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> {% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
+    )
+    fast.save_pretrained(tmp_path)
+    model = remote(server.url, llm_tokenizer=str(tmp_path))
+
+    assert model.token_count == "tokenizer"
+    assert model.count_tokens([HumanMessage("refunds take days")]) == 8  # 3 words + 5 template tokens
+    assert model.render([HumanMessage("refunds take days")]).endswith("<|im_start|> assistant ")
+    assert model.invoke("refunds").response_metadata["token_count"] == "tokenizer"
