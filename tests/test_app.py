@@ -45,7 +45,17 @@ class PageChatModel(FakeChatModel):
 
 def make_engine(store: Store, **model_options) -> ChatEngine:
     model = PageChatModel(adapters=("support",), **model_options)
-    card = {"base_model": "fake-135M", "trained_on": "120 support pairs"}
+    card = {
+        "base_model": "fake-135M",
+        "rank": 16,
+        "alpha": 32,
+        "training": {"pairs": 120, "data": "data/training/pairs.jsonl", "lr": 2e-4},
+        "steps": 300,
+        "final_loss": 0.91,
+        "loss_curve": [2.1, 1.4, 0.9],
+        "held_out": {"pairs": 12, "base_loss": 2.0, "adapter_loss": 1.5},
+        "probe": [{"messages": [], "answer": "..."}],
+    }
     return ChatEngine(
         Retriever(store, FakeEmbeddings(), top_k=3),
         model,
@@ -205,10 +215,14 @@ def test_the_adapter_card_and_probe_show_in_the_sidebar(engine):
     app = AppTest.from_file(APP, default_timeout=30).run()
     card = app.sidebar.expander[0]
     assert card.label == "support"
-    assert "**trained_on**: 120 support pairs" in [m.value for m in card.markdown]
+    summary = card.markdown[0].value
+    assert "- Trained on 120 pairs for 300 steps, final loss 0.91" in summary
+    assert "- Held-out loss 2.000 → 1.500 (12 pairs)" in summary
+    assert "probe" not in summary and "loss_curve" not in summary  # no raw dump of the card
     card.button[0].click().run()
     metric = app.sidebar.metric[0]
-    assert metric.label == "Applied" and "vs base 2.000" in metric.delta
+    assert (metric.value, metric.delta) == ("1.500", "-0.500 vs base 2.000")
+    assert app.sidebar.success[0].value.startswith("Applied")
 
 
 def test_an_error_during_an_answer_is_a_message(engine):
@@ -257,6 +271,12 @@ def compare(app: AppTest, question: str = QUESTION) -> AppTest:
 
 
 def test_compare_fills_four_cells_one_stream_at_a_time(engine):
+    engine.chat_model.replies = [
+        "Five days.",
+        "Refunds take 5 days [1].",
+        "Five days.",
+        "Refunds take 5 business days [1].",
+    ]
     app = compare(AppTest.from_file(COMPARE, default_timeout=30).run())
 
     calls = engine.chat_model.calls
@@ -273,8 +293,10 @@ def test_compare_fills_four_cells_one_stream_at_a_time(engine):
     sources = [e for e in app.expander if e.label.startswith("Sources")]
     assert [e.label for e in sources] == ["Sources (3)", "Sources (3)"]  # the cells with retrieval on
     assert sources[0].markdown[0].value.startswith("**[1]** Refunds")
-    diffs = [e.label for e in app.expander if e.label.startswith("Diff vs. first cell")]
-    assert len(diffs) == 3
+    diffs = [e for e in app.expander if e.label.startswith("Diff vs. first cell")]
+    assert [e.label for e in diffs] == ["Diff vs. first cell (0% same words)"] * 2
+    assert diffs[1].code[0].value == "- Five days.\n+ Refunds take 5 business days [1]."
+    assert "Same words as the first cell." in [c.value for c in app.caption]
     assert [b.label for b in app.get("download_button")] == ["Download Markdown", "Download JSON"]
 
 
@@ -372,7 +394,8 @@ def test_evaluate_runs_the_grid_and_offers_the_report(engine, monkeypatch, tmp_p
     assert len(engine.chat_model.calls) == 4
     table = app.dataframe[0].value
     assert list(table["configuration"]) == ["no-rag, base", "no-rag, support", "rag, base", "rag, support"]
-    assert list(table["recall"]) == [1.0, 1.0, 1.0, 1.0]
+    assert list(table["recall"]) == ["1.00"] * 4
+    assert list(table["hit@1"]) == ["", "", "1.00", "1.00"]  # blank, not "None", where it does not apply
     assert [b.label for b in app.get("download_button")] == ["Report (Markdown)", "Report (JSON)", "Chart (PNG)"]
 
 

@@ -76,6 +76,7 @@ def app_url(tmp_path, bundled_cache):
     # `timeout` makes the server stop by itself even if this test process dies.
     command = ["timeout", "300", sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.port", str(port)]
     command += ["--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    command += ["--server.fileWatcherType", "none"]  # nothing to reload; spare the two cores
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"

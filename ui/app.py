@@ -16,6 +16,7 @@ from ui.common import (
     STRATEGY_LABELS,
     Options,
     adapter_label,
+    card_summary,
     engine_or_stop,
     render_details,
     run_guarded,
@@ -104,8 +105,7 @@ def adapter_card(engine, info) -> None:
     with st.expander(info.name, icon=":material/tune:" if info.loaded else ":material/warning:"):
         if info.problem:
             st.warning(info.problem)
-        for key, value in info.card.items():
-            st.markdown(f"**{key}**: {value}")
+        st.markdown("\n".join(f"- {line}" for line in card_summary(info.card)))
         if info.path:
             st.caption(str(info.path))
         if st.button("Is it applied?", key=f"probe-{info.name}", disabled=not info.loaded):
@@ -113,12 +113,16 @@ def adapter_card(engine, info) -> None:
             if result is not None:
                 base, tuned = result["base_loss"], result["adapter_loss"]
                 st.metric(
-                    "Applied" if result["applied"] else "Not applied",
-                    f"{tuned:.3f} answer loss",
+                    "Answer loss",
+                    f"{tuned:.3f}",
                     f"{tuned - base:+.3f} vs base {base:.3f}",
                     delta_color="inverse",  # lower loss is better
-                    help=f"Mean loss of the reference answers of {result['pairs']} probe pairs, adapter off and on",
+                    help=f"Mean loss of the reference answers of {result['pairs']} held-out pairs",
                 )
+                if result["applied"]:
+                    st.success("Applied: the adapter changes the model's output.", icon=":material/check:")
+                else:
+                    st.warning("Not applied: the loss is the same as the base model's.")
 
 
 def keep_settings() -> None:

@@ -173,6 +173,27 @@ def adapter_label(name: str) -> str:
     return name or "None (base model)"
 
 
+def card_summary(card: dict[str, Any]) -> list[str]:
+    """The few lines of an adapter's card (written by `rag-train-adapter`) a person wants to read."""
+    training, held_out = card.get("training") or {}, card.get("held_out") or {}
+    lines = []
+    if "base_model" in card:
+        lines.append(f"Base model: `{card['base_model']}`")
+    if "rank" in card:
+        lines.append(f"LoRA rank {card['rank']}, alpha {card.get('alpha')}")
+    if "pairs" in training:
+        steps = f" for {card['steps']} steps" if "steps" in card else ""
+        lines.append(f"Trained on {training['pairs']} pairs{steps}, final loss {card.get('final_loss')}")
+    if "base_loss" in held_out and "adapter_loss" in held_out:
+        lines.append(
+            f"Held-out loss {held_out['base_loss']:.3f} → {held_out['adapter_loss']:.3f} "
+            f"({held_out.get('pairs')} pairs)"
+        )
+    if "created" in card:
+        lines.append(f"Created {card['created']}")
+    return lines
+
+
 def run_guarded(action: Callable[[], Any]) -> Any:
     """Run `action`; a RagtuneError becomes its message on the page and None."""
     try:

@@ -29,7 +29,10 @@ with st.form("compare"):
     )
     strategy = middle.selectbox("Prompt strategy", list(STRATEGY_LABELS), format_func=STRATEGY_LABELS.__getitem__)
     every_strategy = right.checkbox("All strategies", help="One row per prompt strategy")
-    if st.form_submit_button("Compare", type="primary", icon=":material/compare:") and question.strip():
+    if st.form_submit_button("Compare", type="primary", icon=":material/compare:"):
+        if not question.strip():
+            st.warning("Type a question first.")
+            st.stop()
         strategies = list(STRATEGY_LABELS) if every_strategy else [strategy]
         st.session_state.comparison = {"question": question.strip(), "cells": grid(strategies, adapter)}
 
@@ -64,6 +67,9 @@ def show_cell(cell: Cell) -> None:
     render_details(cell.answer, None, compact=True)
     if base is not cell and base.answer is not None:
         same = similarity(base.answer.text, cell.answer.text)
+        if same == 1:
+            st.caption("Same words as the first cell.")
+            return
         with st.expander(f"Diff vs. first cell ({same:.0%} same words)"):
             st.code(word_diff(base.answer.text, cell.answer.text) or "(same words)", language="diff", wrap_lines=True)
 

@@ -16,10 +16,12 @@ from chatbot import evaluation
 from chatbot.config import Settings
 from chatbot.metrics import METRICS
 from chatbot.questions import Question
+from chatbot.report_render import DECIMALS
 from ui.common import engine_or_stop, run_guarded, show_error
 from ui.uploads import MAX_UPLOAD_MB, UploadError, clean_name
 
 DEFAULT_QUESTIONS = Path("data/kb_qa.jsonl")
+BEST = "font-weight: bold; background-color: rgba(33, 195, 84, 0.15)"
 AXES = {"retrieval": "Retrieval off / on", "adapter": "Adapter off / on", "strategy": "Prompt strategy"}
 
 st.set_page_config(page_title="ragtune · Evaluate", layout="wide")
@@ -43,6 +45,26 @@ def read_questions(upload) -> tuple[list[Question], str] | None:
         path = Path(folder) / name  # under its own name, so an error says "my-set.jsonl, line 3"
         path.write_bytes(upload.getvalue())
         return run_guarded(lambda: (evaluation.load_questions(path), name))
+
+
+def table(summary: dict):
+    """One row per configuration, blank where a metric does not apply, the best of each column in bold."""
+    import pandas as pd  # streamlit depends on it; only the table needs it
+
+    rows = [
+        {"configuration": c["label"], **{m.header: c["metrics"].get(m.key) for m in METRICS}}
+        for c in summary["configs"]
+    ]
+    numbers = pd.DataFrame(rows).astype({m.header: float for m in METRICS})
+    shown, styles = numbers.copy(), pd.DataFrame("", index=numbers.index, columns=numbers.columns)
+    for metric in METRICS:
+        digits, column = DECIMALS[metric.unit], numbers[metric.header].round(DECIMALS[metric.unit])
+        # Text, so a metric that does not apply is blank rather than "None".
+        shown[metric.header] = column.map(lambda value, digits=digits: "" if pd.isna(value) else f"{value:.{digits}f}")
+        if metric.better is not None and column.nunique() > 1:
+            best = column.max() if metric.better == "high" else column.min()
+            styles.loc[column == best, metric.header] = BEST
+    return shown.style.apply(lambda _: styles, axis=None)
 
 
 with st.form("evaluate"):
@@ -88,11 +110,12 @@ st.caption(
     f"{summary['questions']} questions ({summary['unanswerable']} unanswerable) x {len(summary['configs'])} "
     f"configurations · {result['fresh']} answers generated, {summary['results_cached']} from the cache"
 )
-rows = [
-    {"configuration": config["label"], **{m.header: config["metrics"].get(m.key) for m in METRICS}}
-    for config in summary["configs"]
-]
-st.dataframe(rows, hide_index=True, width="stretch")
+st.dataframe(
+    table(summary),
+    hide_index=True,
+    width="stretch",
+    column_config={m.header: st.column_config.TextColumn(alignment="right", help=m.how) for m in METRICS},
+)
 with st.expander("How each metric is computed"):
     st.markdown("\n".join(f"- **{metric.header}**: {metric.how}." for metric in METRICS))
 st.image(result["files"]["chart"], width="stretch")
