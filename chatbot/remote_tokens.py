@@ -13,7 +13,6 @@ context; text that tokenises densely (code, CJK) can still be under-counted, so 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,9 +67,12 @@ def load_tokenizer(settings: Settings, served_name: str) -> tuple[Any, str]:
 
         return _load(local_model_dir(settings.llm_tokenizer, "RAG_LLM_TOKENIZER"), "RAG_LLM_TOKENIZER"), "tokenizer"
     folder = _local_copy(settings, served_name)
-    if folder is None:
-        return EstimateTokenizer(), "estimate"
-    return _load(folder, "RAG_LLM_TOKENIZER"), "tokenizer"
+    if folder is not None:
+        try:
+            return _load(folder, "RAG_LLM_TOKENIZER"), "tokenizer"
+        except ModelNotFoundError:  # a copy found, not asked for, that does not load: as if there were none
+            pass
+    return EstimateTokenizer(), "estimate"
 
 
 def _local_copy(settings: Settings, served_name: str) -> Path | None:
@@ -78,11 +80,11 @@ def _local_copy(settings: Settings, served_name: str) -> Path | None:
 
     # Every SmolLM2 size and variant shares one tokenizer, so the bundled copy counts for any of them
     # ("HuggingFaceTB/SmolLM2-1.7B-Instruct" on vLLM, "smollm2:135m" on Ollama).
-    if "smollm2" in served_name.lower():
-        return ensure_generator_cache(settings)[0]
     try:
+        if "smollm2" in served_name.lower():
+            return ensure_generator_cache(settings)[0]
         folder = local_model_dir(served_name, "RAG_LLM_MODEL")
-    except ModelNotFoundError:  # a served name that is no folder or cached model here: estimate
+    except (ModelNotFoundError, ValueError):  # no bundled package, or no folder, cached model or hub id here
         return None
     return folder if (folder / "tokenizer_config.json").is_file() else None
 
@@ -97,8 +99,3 @@ def _load(folder: Path, setting: str) -> Any:
             f"{setting}={folder} holds no tokenizer transformers can load ({error}): point it at a folder with "
             "tokenizer.json and tokenizer_config.json, or unset it to count tokens by estimate."
         ) from error
-
-
-def estimate(text: str) -> int:
-    """The estimate for plain text (what `EstimateTokenizer().encode` gives, without the pieces)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)

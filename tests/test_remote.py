@@ -21,7 +21,7 @@ from chatbot.engine import ChatEngine, build_engine
 from chatbot.errors import AdapterNotFoundError, ModelNotFoundError, RagtuneError
 from chatbot.prompts import Examples, Strategy, build_messages
 from chatbot.remote import RemoteChatModel, build_remote_chat_model, remote_adapters, served_adapter_infos
-from chatbot.remote_tokens import EstimateTokenizer
+from chatbot.remote_tokens import EstimateTokenizer, load_tokenizer
 from chatbot.retrieval import Retriever
 from chatbot.store import Store
 from ingest.pipeline import run_ingest
@@ -120,6 +120,12 @@ def test_a_wrong_key_and_a_url_without_v1_say_what_to_set():
 def test_probing_a_served_adapter_is_refused_with_the_way_out(server):
     with pytest.raises(RagtuneError, match=r"returns text, not the answer loss.*RAG_LOCAL_LLM=1"):
         remote(server.url).answer_loss([{"role": "user", "content": "q"}], "a", adapter=LORA)
+
+
+@pytest.mark.parametrize("served_name", ["acme/support-lm-7b", "llama3.1:8b", "/models/on-the-gpu-box"])
+def test_a_served_model_without_a_tokenizer_here_is_counted_by_estimate(served_name):
+    tokenizer, counting = load_tokenizer(Settings(llm_base_url="http://gpu:8000/v1"), served_name)
+    assert counting == "estimate" and isinstance(tokenizer, EstimateTokenizer)
 
 
 def test_the_estimate_tokenizer_cuts_where_it_counts():
