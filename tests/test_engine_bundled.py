@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from chatbot import models
 from chatbot.config import Settings
-from chatbot.engine import ChatEngine
+from chatbot.engine import ChatEngine, load_adapters
 from chatbot.generation import build_chat_model
 from chatbot.retrieval import Retriever
 from chatbot.store import Store
@@ -47,3 +48,20 @@ def test_without_retrieval_the_model_answers_alone(engine):
 def test_an_unanswerable_sample_question_gets_i_dont_know(engine):
     answer = engine.answer("do you give discounts to charities or non-profits?")  # q046 in data/kb_qa.jsonl
     assert answer.abstained and answer.text.startswith("I don't know")
+
+
+def test_the_shipped_adapter_loads_on_the_bundled_model_and_changes_the_answer(engine, bundled_cache, tmp_path):
+    settings = Settings(cache_dir=bundled_cache[0].cache_dir, adapters_dir=tmp_path)  # the shipped adapters only
+    local = models.load_generator(settings)  # its own copy: attaching adapters changes the model it is given
+    model, adapters = load_adapters(settings, local)
+    tuned = ChatEngine(
+        engine.retriever, build_chat_model(replace(local, model=model), max_new_tokens=48), adapters=adapters
+    )
+    question = "How do I void a label I printed by mistake?"
+
+    base, adapted = tuned.answer(question), tuned.answer(question, adapter="support-rag")
+
+    assert [(info.name, info.loaded) for info in adapters] == [("support-rag", True)]
+    assert adapted.text != base.text and adapted.adapter == "support-rag"
+    probe = tuned.probe("support-rag")
+    assert probe["applied"] and probe["adapter_loss"] < probe["base_loss"]
