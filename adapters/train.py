@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.pairs import IGNORE, Pair, encode
-from adapters.registry import write_card
+from adapters.registry import WEIGHTS_FILE, write_card
 from chatbot.errors import TrainingDataError
 from chatbot.models import LocalModel
 
@@ -160,6 +160,7 @@ def train(
             "adapter_loss": _eval_loss(model, held_encoded, torch, adapter_on=True),
         },
         "probe": [{"messages": p.messages, "answer": p.answer} for p in held_out[:PROBE_PAIRS]],
+        "weights_dtype": "float16",
         "train_seconds": round(time.perf_counter() - started, 1),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -268,12 +269,22 @@ def _load_checkpoint(folder: Path, model: Any, optimizer: Any, schedule: Any) ->
     return json.loads((folder / "state.json").read_text())
 
 
+def compact(folder: Path) -> None:
+    """Store the adapter's weights in fp16: half the size to commit, and they load back into fp32 layers."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / WEIGHTS_FILE
+    weights = load_file(path)
+    save_file({name: tensor.half() for name, tensor in weights.items()}, path, metadata={"format": "pt"})
+
+
 def _publish(model: Any, card: dict[str, Any], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(staging)
         (staging / "README.md").unlink(missing_ok=True)  # peft's empty model-card template; the card is ours
+        compact(staging)
         config_path = staging / "adapter_config.json"
         config = json.loads(config_path.read_text())
         config["base_model_name_or_path"] = card["base_model"]  # the name, not this machine's cache path
