@@ -144,7 +144,8 @@ def chat_loop(engine: ChatEngine, args: argparse.Namespace) -> None:
         try:
             question = input("" if args.json else "you> ").strip()  # --json: stdout is JSON lines only
         except EOFError:
-            print()
+            if not args.json:
+                print()
             return
         if question in ("exit", "quit"):
             return

@@ -211,6 +211,7 @@ def run_identity(engine: ChatEngine) -> dict[str, Any]:
     return {
         "version": CACHE_VERSION,
         "model": model_name(engine),
+        "served_by": getattr(model, "base_url", None),  # a served and a local model may share a name
         "collection": {
             "name": store.collection,
             "fingerprint": store.fingerprint(),
