@@ -137,6 +137,8 @@ def train(
         schedule.step()
         state["step"] += 1
         state["losses"].append(round(step_loss, 4))
+        state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - started
+        started = time.perf_counter()
         bar.update(1)
         bar.set_postfix(loss=f"{_recent(state['losses']):.3f}")
         if state["step"] % config.checkpoint_every == 0 and state["step"] < config.steps:
@@ -161,7 +163,7 @@ def train(
         },
         "probe": [{"messages": p.messages, "answer": p.answer} for p in held_out[:PROBE_PAIRS]],
         "weights_dtype": "float16",
-        "train_seconds": round(time.perf_counter() - started, 1),
+        "train_seconds": round(state.get("seconds", 0.0) + time.perf_counter() - started, 1),  # resumed runs add up
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     _publish(model, card, target)
@@ -232,10 +234,8 @@ def _curve(losses: list[float], points: int = 20) -> list[list[float]]:
     if not losses:
         return []
     every = max(1, len(losses) // points)
-    return [
-        [i + every, round(sum(losses[i : i + every]) / len(losses[i : i + every]), 4)]
-        for i in range(0, len(losses), every)
-    ]
+    buckets = [losses[i : i + every] for i in range(0, len(losses), every)]
+    return [[min((n + 1) * every, len(losses)), round(sum(b) / len(b), 4)] for n, b in enumerate(buckets)]
 
 
 def _save_checkpoint(folder: Path, model: Any, optimizer: Any, schedule: Any, state: dict[str, Any]) -> None:
