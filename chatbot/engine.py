@@ -25,7 +25,7 @@ from langchain_core.runnables import RunnableLambda
 from chatbot.answer import AdapterInfo, Answer
 from chatbot.config import Settings
 from chatbot.errors import AdapterNotFoundError, InvalidOptionError
-from chatbot.parse import cited_numbers, cut_loop, split_reasoning, supporting_passages, visible_answer
+from chatbot.parse import cited_numbers, cut_loop, is_refusal, split_reasoning, supporting_passages, visible_answer
 from chatbot.prompts import Examples, Passage, Strategy, build_messages, heading_path, parse_strategy
 from chatbot.retrieval import Hit, Retriever
 
@@ -279,7 +279,8 @@ class ChatEngine:
             answer.usage = dict(final.usage_metadata)
         if counted := getattr(state["model"], "token_count", None):  # a served model may count by estimate
             answer.usage["token_count"] = counted
-        if answer.sources and not any(1 <= n <= len(answer.sources) for n in cited_numbers(answer.text)):
+        cited = any(1 <= n <= len(answer.sources) for n in cited_numbers(answer.text))
+        if answer.sources and not cited and not is_refusal(answer.text):  # a refusal has no source to cite
             numbers = supporting_passages(answer.text, [hit.text for hit in answer.sources], question=state["question"])
             if numbers:
                 added = " " + " ".join(f"[{n}]" for n in numbers)

@@ -232,3 +232,9 @@ def test_an_answer_without_citations_gets_the_passages_it_draws_on(store):
     assert answer.sources[0].source == "refunds.md"
     assert answer.citations_added == [1] and answer.text.endswith("5 business days. [1]")
     assert "".join(pieces) == answer.text
+
+
+def test_a_refusal_gets_no_citations_added(store):
+    model = FakeChatModel(replies=["I don't know. The help centre does not cover this."])
+    answer = make_engine(store, model).answer("How long do refunds take?")
+    assert answer.text == "I don't know. The help centre does not cover this." and answer.citations_added == []
