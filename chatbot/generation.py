@@ -74,8 +74,13 @@ def use_adapter(model: Any, name: str | None) -> Iterator[None]:
     """Run the body with adapter `name` active, or with adapters off for None; restore the previous state after."""
     if name is None:
         if hasattr(model, "disable_adapter"):  # a PeftModel
-            with model.disable_adapter():
-                yield
+            try:
+                with model.disable_adapter():
+                    yield
+            finally:
+                # peft turns adapters back on as trainable; served weights must stay frozen
+                for parameter in model.parameters():
+                    parameter.requires_grad_(False)
         else:
             yield
         return

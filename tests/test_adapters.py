@@ -114,6 +114,7 @@ def test_adapters_toggle_per_call_and_none_returns_exactly_to_base(tiny_folder, 
 
     answers = {name: chat.invoke("Say something", adapter=name).content for name in (None, "a", "b", None)}
     assert problems == {} and sorted(peft_model.peft_config) == ["a", "b"]
+    assert not any(parameter.requires_grad for parameter in peft_model.parameters())  # inference stays frozen
     assert len({answers[None], answers["a"], answers["b"]}) == 3
     with peft_model.disable_adapter():
         assert torch.equal(_logits(peft_model, tokenizer), base)
