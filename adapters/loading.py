@@ -19,6 +19,7 @@ from typing import Any
 
 from adapters.registry import Adapter
 from chatbot.errors import AdapterNotFoundError
+from chatbot.models import first_line
 
 
 def attach(model: Any, adapters: list[Adapter], base_model: str) -> tuple[Any, dict[str, str]]:
@@ -39,7 +40,7 @@ def attach(model: Any, adapters: list[Adapter], base_model: str) -> tuple[Any, d
             if isinstance(model, PeftModel) and adapter.name in model.peft_config:
                 model.delete_adapter(adapter.name)  # do not keep a half-loaded adapter
             problems[adapter.name] = (
-                f"adapter {adapter.name!r} in {adapter.path} could not be loaded ({_first_line(error)}): "
+                f"adapter {adapter.name!r} in {adapter.path} could not be loaded ({first_line(error)}): "
                 "re-train it on this model, or remove the folder."
             )
     if isinstance(model, PeftModel):
@@ -66,8 +67,3 @@ def merge(model: Any, tokenizer: Any, adapter: Adapter, target: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.errors import TrainingDataError
-from chatbot.prompts import Examples, Passage, build_messages, parse_strategy
+from chatbot.prompts import Examples, Passage, build_messages, chat_dicts, parse_strategy
 
 IGNORE = -100  # the label value that PyTorch's cross-entropy skips
 ROLES = {"system", "user", "assistant"}
-_MESSAGE_ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ def _pair(item: Any, line: int, examples: Examples) -> Pair:
         examples=examples,
         use_retrieval=context is not None,
     )
-    return Pair([{"role": _MESSAGE_ROLES[m.type], "content": str(m.content)} for m in messages], answer, line)
+    return Pair(chat_dicts(messages), answer, line)
 
 
 def _text(item: Any, key: str) -> str:

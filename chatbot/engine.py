@@ -26,7 +26,7 @@ from chatbot.answer import AdapterInfo, Answer
 from chatbot.config import Settings
 from chatbot.errors import AdapterNotFoundError, InvalidOptionError
 from chatbot.parse import cited_numbers, cut_loop, is_refusal, split_reasoning, supporting_passages, visible_answer
-from chatbot.prompts import Examples, Passage, Strategy, build_messages, heading_path, parse_strategy
+from chatbot.prompts import Examples, Passage, Strategy, build_messages, chat_dicts, heading_path, parse_strategy
 from chatbot.retrieval import Hit, Retriever
 
 if TYPE_CHECKING:
@@ -325,11 +325,7 @@ def _example_pair(item: dict[str, Any], examples: Examples) -> dict[str, Any]:
     # An adapter without probe pairs on its card is probed on the few-shot examples, as RAG prompts.
     passages = [Passage(p["title"], p.get("section", ""), p["text"]) for p in item["context"]]
     messages = build_messages(item["question"], passages, strategy=Strategy.ZERO_SHOT, examples=examples)
-    roles = {"system": "system", "human": "user", "ai": "assistant"}
-    return {
-        "messages": [{"role": roles[m.type], "content": str(m.content)} for m in messages],
-        "answer": item["answer"],
-    }
+    return {"messages": chat_dicts(messages), "answer": item["answer"]}
 
 
 def load_adapters(settings: Settings, local: Any) -> tuple[Any, list[AdapterInfo]]:

@@ -33,13 +33,13 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, model_validator
 
 from chatbot.errors import AdapterNotFoundError, InvalidOptionError, RagtuneError
+from chatbot.prompts import chat_dicts
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import CallbackManagerForLLMRun
 
     from chatbot.models import LocalModel
 
-_ROLES = {"system": "system", "human": "user", "ai": "assistant"}  # message.type -> chat-template role
 # End-of-turn markers of common chat formats; generation stops at whichever the tokenizer has.
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 _OPTIONS = ("adapter", "max_new_tokens", "repetition_penalty", "temperature")
@@ -148,12 +148,12 @@ class LocalChatModel(BaseChatModel):
 
     def render(self, messages: Sequence[BaseMessage]) -> str:
         """The exact prompt text the model is given for `messages` (chat template + generation prompt)."""
-        return self.tokenizer.apply_chat_template(_chat(messages), add_generation_prompt=True, tokenize=False)
+        return self.tokenizer.apply_chat_template(chat_dicts(messages), add_generation_prompt=True, tokenize=False)
 
     def count_tokens(self, messages: Sequence[BaseMessage]) -> int:
         """How many tokens the prompt for `messages` takes, chat template included."""
         encoded = self.tokenizer.apply_chat_template(
-            _chat(messages), add_generation_prompt=True, return_dict=True, sanitize_control_tokens=True
+            chat_dicts(messages), add_generation_prompt=True, return_dict=True, sanitize_control_tokens=True
         )
         return len(encoded["input_ids"])
 
@@ -198,7 +198,7 @@ class LocalChatModel(BaseChatModel):
         check_adapter(self.model, options.adapter)
         # A retrieved page that contains "<|im_end|>" must stay text, not end the turn.
         inputs = self.tokenizer.apply_chat_template(
-            _chat(messages),
+            chat_dicts(messages),
             add_generation_prompt=True,
             return_tensors="pt",
             return_dict=True,
@@ -311,18 +311,6 @@ def build_chat_model(local: LocalModel, *, max_new_tokens: int = 256, temperatur
         max_new_tokens=max_new_tokens,
         temperature=temperature,
     )
-
-
-def _chat(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
-    chat = []
-    for message in messages:
-        role = getattr(message, "role", None) if message.type == "chat" else _ROLES.get(message.type)
-        if role is None:
-            raise ValueError(
-                f"A {type(message).__name__} cannot go into a chat template: use system, human or AI messages."
-            )
-        chat.append({"role": role, "content": str(message.text)})
-    return chat
 
 
 def _run(model: Any, generate_kwargs: dict[str, Any], result: dict[str, Any]) -> None:

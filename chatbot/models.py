@@ -125,7 +125,7 @@ def load_embeddings(settings: Settings) -> Embeddings:
         )
     except OSError as error:
         raise ModelNotFoundError(
-            f"RAG_EMBED_MODEL={path} could not be loaded ({_first_line(error)}): "
+            f"RAG_EMBED_MODEL={path} could not be loaded ({first_line(error)}): "
             "point it at a local sentence-transformers directory, or unset it to use the bundled model."
         ) from error
 
@@ -203,13 +203,14 @@ def load_generator(settings: Settings) -> LocalModel:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as error:  # transformers says "not a model folder" with either
         raise ModelNotFoundError(
-            f"RAG_LLM_MODEL={source} could not be loaded ({_first_line(error)}): point it at a local "
+            f"RAG_LLM_MODEL={source} could not be loaded ({first_line(error)}): point it at a local "
             "Hugging Face causal-LM directory, or unset it to use the bundled SmolLM2."
         ) from error
     model.eval()
     return LocalModel(name=name, path=Path(source), model=model, tokenizer=tokenizer)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (transformers' errors run to pages)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

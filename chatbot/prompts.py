@@ -136,3 +136,19 @@ def _example_messages(examples: Examples, strategy: Strategy, use_retrieval: boo
             answer = f"Reasoning: {item['reasoning']}\nAnswer: {answer}"
         messages += [HumanMessage(human), AIMessage(answer)]
     return messages
+
+
+_ROLES = {"system": "system", "human": "user", "ai": "assistant"}  # message.type -> chat-template role
+
+
+def chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages as the role/content dicts chat templates and OpenAI-compatible servers take."""
+    chat = []
+    for message in messages:
+        role = getattr(message, "role", None) if message.type == "chat" else _ROLES.get(message.type)
+        if role is None:
+            raise ValueError(
+                f"A {type(message).__name__} cannot go into a chat template: use system, human or AI messages."
+            )
+        chat.append({"role": role, "content": str(message.text)})
+    return chat

@@ -21,10 +21,10 @@ from langchain_core.messages import BaseMessage
 
 from chatbot.config import Settings
 from chatbot.errors import ModelNotFoundError
+from chatbot.prompts import chat_dicts
 
 CHARS_PER_TOKEN = 3
 MESSAGE_OVERHEAD = 4  # role markers and separators a chat template adds around each message
-_ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 
 
 class EstimateTokenizer:
@@ -39,15 +39,10 @@ class EstimateTokenizer:
         return "".join(ids)
 
 
-def chat(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
-    """LangChain messages as chat-template dicts (what an OpenAI-compatible server receives, too)."""
-    return [{"role": _ROLES.get(m.type, m.type), "content": str(m.text)} for m in messages]
-
-
 def count_tokens(tokenizer: Any, messages: Sequence[BaseMessage]) -> int:
     """Tokens the prompt takes: the chat template's count with a real tokenizer, else the estimate."""
     if getattr(tokenizer, "chat_template", None):
-        encoded = tokenizer.apply_chat_template(chat(messages), add_generation_prompt=True, return_dict=True)
+        encoded = tokenizer.apply_chat_template(chat_dicts(messages), add_generation_prompt=True, return_dict=True)
         return len(encoded["input_ids"])
     pieces = sum(len(tokenizer.encode(str(m.text), add_special_tokens=False)) for m in messages)
     return pieces + MESSAGE_OVERHEAD * (len(messages) + 1)  # +1: the assistant turn the server opens
@@ -56,8 +51,8 @@ def count_tokens(tokenizer: Any, messages: Sequence[BaseMessage]) -> int:
 def render(tokenizer: Any, messages: Sequence[BaseMessage]) -> str:
     """The prompt as text: the local copy of the chat template, else the messages role by role."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(chat(messages), add_generation_prompt=True, tokenize=False)
-    return "".join(f"<|{item['role']}|>\n{item['content']}\n" for item in chat(messages)) + "<|assistant|>\n"
+        return tokenizer.apply_chat_template(chat_dicts(messages), add_generation_prompt=True, tokenize=False)
+    return "".join(f"<|{item['role']}|>\n{item['content']}\n" for item in chat_dicts(messages)) + "<|assistant|>\n"
 
 
 def load_tokenizer(settings: Settings, served_name: str) -> tuple[Any, str]:

@@ -27,3 +27,16 @@ def bundled_generator(bundled_cache):
     from chatbot import models
 
     return models.load_generator(bundled_cache[0])
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    """A tiny Llama written as GGUF and converted the way the bundled model is: built once per session."""
+    from gguf_fixture import write_tiny_llama_gguf
+
+    from chatbot import models
+
+    folder = tmp_path_factory.mktemp("tiny")
+    write_tiny_llama_gguf(folder / "tiny.gguf")
+    models.convert_gguf(folder / "tiny.gguf", folder / "model")
+    return folder / "model"

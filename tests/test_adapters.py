@@ -7,7 +7,7 @@ import threading
 
 import pytest
 from fakes import FakeEmbeddings
-from gguf_fixture import tiny_model, write_tiny_llama_gguf
+from gguf_fixture import tiny_model
 from qdrant_client import QdrantClient
 
 from adapters import cli_train
@@ -42,14 +42,6 @@ PAIRS = [
         "strategy": "cot",
     },
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny")
-    write_tiny_llama_gguf(folder / "tiny.gguf")
-    models.convert_gguf(folder / "tiny.gguf", folder / "model")
-    return folder / "model"
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import time
 
 import pytest
 from gguf_fixture import tiny_model as _tiny_model
-from gguf_fixture import write_tiny_llama_gguf
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from chatbot import models
@@ -25,14 +24,6 @@ from chatbot.generation import LocalChatModel, _StopStrings, build_chat_model
 pytestmark = pytest.mark.model
 
 QUESTION = [SystemMessage("Answer briefly."), HumanMessage("What is the capital of France?")]
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny")
-    write_tiny_llama_gguf(folder / "tiny.gguf")
-    models.convert_gguf(folder / "tiny.gguf", folder / "model")
-    return folder / "model"
 
 
 @pytest.fixture(scope="module")
