@@ -6,13 +6,21 @@ questions the knowledge base cannot answer) into pairs shaped like the engine's 
 prompts, so the adapter learns the job it will do:
 
 - answerable: the passages the real retriever returns for the question, with the passage
-  holding `quote` among them at a random place, -> the short answer citing that passage;
-- the same question with every passage from its page taken out -> a plain refusal;
+  holding `quote` among them at a random place, -> the short answer, led by its citation
+  ("According to [2], ...");
 - out-of-scope questions with what retrieval found for them -> a plain refusal;
+- a few answerable questions with every passage from their page taken out -> a refusal;
 - a few questions without any context (the plain prompt) -> the answer, for the voice.
 
-Strategies follow use: mostly zero-shot, some few-shot and chain-of-thought. Refusals
-are held to about a fifth: more taught an earlier probe to refuse nearly everything.
+Strategies follow use: mostly zero-shot, some few-shot and chain-of-thought.
+
+Why every answer opens the same way: under greedy decoding the first token decides
+between answering and refusing. Answers that each start differently ("Yes", "The",
+"Go") split their share of that first token, so the one refusal wording ("I") was
+the single likeliest token whenever the model was unsure, and an earlier adapter
+refused 9 questions in 10. Led by "According to [n]", the answers' share stays
+together and the model refuses only when it is fairly sure; picking the passage
+first also makes the rest a copy from it. Refusals are held to about an eighth.
 """
 
 from __future__ import annotations
@@ -30,8 +38,9 @@ from chatbot.errors import RagtuneError, TrainingDataError
 
 REFUSAL = "I don't know. The help centre does not cover this."
 STRATEGIES = (["zero-shot"] * 14) + (["few-shot"] * 3) + (["cot"] * 3)
-REFUSE_ANSWERABLE = 0.1  # share of answerable seeds also used as "the context lacks it" refusals
+REFUSE_ANSWERABLE = 0.05  # share of answerable seeds also used as "the context lacks it" refusals
 PLAIN = 0.15  # share of answerable seeds also asked without context
+PLAIN_REFUSE = 0.15  # share of out-of-scope seeds also asked without context
 
 
 def build_pairs(seeds: list[dict[str, Any]], retriever: Any, *, top_k: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -42,7 +51,7 @@ def build_pairs(seeds: list[dict[str, Any]], retriever: Any, *, top_k: int, seed
         found = retriever.retrieve(item["question"], k=top_k + 4)
         if item["source"] is None:
             pairs.append(_pair(item["question"], found[:top_k], REFUSAL, rng))
-            if rng.random() < 0.3:
+            if rng.random() < PLAIN_REFUSE:
                 pairs.append({"question": item["question"], "answer": REFUSAL, "context": None})
             continue
         gold = _gold(item, retriever)
@@ -50,7 +59,9 @@ def build_pairs(seeds: list[dict[str, Any]], retriever: Any, *, top_k: int, seed
         shown = others[: rng.choice([top_k - 1] * 4 + [max(top_k - 2, 0)])]
         position = rng.randint(0, len(shown))
         shown.insert(position, gold)
-        pairs.append(_pair(item["question"], shown, _cite(item["answer"], position + 1), rng, evidence=item["quote"]))
+        pairs.append(
+            _pair(item["question"], shown, _lead(item["answer"], position + 1, gold.text), rng, evidence=item["quote"])
+        )
         if rng.random() < REFUSE_ANSWERABLE:
             missing = [hit for hit in found if hit.source != item["source"] and not _holds(hit.text, item["quote"])]
             pairs.append(_pair(item["question"], missing[:top_k], REFUSAL, rng))
@@ -89,12 +100,16 @@ def _words(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
 
 
-def _cite(answer: str, number: int) -> str:
-    """The answer with `[number]` before its final full stop (or at its end)."""
+def _lead(answer: str, number: int, source_text: str) -> str:
+    """The answer led by its citation: "According to [2], your plan ..." (proper names keep their capital)."""
     answer = answer.strip()
-    if answer[-1:] in ".!?":
-        return f"{answer[:-1]} [{number}]{answer[-1]}"
-    return f"{answer} [{number}]"
+    first = answer.split(maxsplit=1)[0].strip(".,:;")
+    if first.lower() in _COMMON_OPENERS or re.search(rf"\b{re.escape(first.lower())}\b", source_text):
+        answer = answer[0].lower() + answer[1:]
+    return f"According to [{number}], {answer}"
+
+
+_COMMON_OPENERS = {"yes", "no", "the", "you", "your", "if", "it", "it's", "that's", "there", "this", "go", "for"}
 
 
 def load_seeds(path: Path) -> list[dict[str, Any]]:

@@ -52,6 +52,7 @@ class Settings:
     adapters_dir: Path = Path(".ragtune/adapters")
     cache_dir: Path = Path(".ragtune/cache")
     top_k: int = 4
+    product: str | None = None  # the product the prompts name (None: the one in the few-shot examples file)
 
     def __post_init__(self) -> None:
         for name, (low, high) in _WHOLE_NUMBERS.items():

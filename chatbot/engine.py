@@ -361,12 +361,13 @@ def build_engine(settings: Settings, *, require_collection: bool = True) -> Chat
 
             served = build_remote_chat_model(settings, max_new_tokens=160)  # a server that is down fails here
         retriever = Retriever(store, load_embeddings(settings), top_k=settings.top_k)
+        examples = Examples.load(product=settings.product)
         if served is not None and not settings.local_llm:
-            return ChatEngine(retriever, served, adapters=remote_adapters(settings, served))
+            return ChatEngine(retriever, served, examples=examples, adapters=remote_adapters(settings, served))
         chat_model, adapters = _local_chat_model(settings.local_side() if served else settings)
         if served is not None:
             adapters += served_adapter_infos(served, prefix=SERVED_PREFIX)
-        return ChatEngine(retriever, chat_model, adapters=adapters, served=served)
+        return ChatEngine(retriever, chat_model, examples=examples, adapters=adapters, served=served)
     except BaseException:
         store.close()
         raise

@@ -63,10 +63,13 @@ class Examples:
     items: tuple[dict[str, Any], ...]
 
     @classmethod
-    def load(cls, path: Path = DEFAULT_EXAMPLES) -> Examples:
-        """Read `{"product": ..., "examples": [{"question", "context", "reasoning", "answer"}]}`."""
+    def load(cls, path: Path = DEFAULT_EXAMPLES, *, product: str | None = None) -> Examples:
+        """Read `{"product": ..., "examples": [{"question", "context", "reasoning", "answer"}]}`.
+
+        `product` (the `RAG_PRODUCT` setting) names another product in the prompts than the file's.
+        """
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(product=data["product"], items=tuple(data["examples"]))
+        return cls(product=product or data["product"], items=tuple(data["examples"]))
 
 
 @cache
