@@ -83,9 +83,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def parse_args(description: str) -> argparse.Namespace:
-    """`--quick` and `--out PATH` (where run.py collects the markdown section)."""
+    """`--quick`, `--full` and `--out PATH` (where run.py collects the markdown section)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--full", action="store_true", help="also the slow extras (the Plausible KB, more passes)")
     parser.add_argument("--out", type=Path, help="also write the markdown section to this file")
     return parser.parse_args()
 

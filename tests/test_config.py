@@ -29,6 +29,7 @@ def test_every_setting_is_read_from_its_variable(tmp_path):
             "RAG_ADAPTERS_DIR": str(tmp_path / "adapters"),
             "RAG_CACHE_DIR": str(tmp_path / "cache"),
             "RAG_TOP_K": " 8 ",
+            "RAG_PRODUCT": "Plausible",
         }
     )
     assert settings.qdrant_path == tmp_path / "q"
@@ -37,6 +38,7 @@ def test_every_setting_is_read_from_its_variable(tmp_path):
     assert settings.llm_model == "HuggingFaceTB/SmolLM2-360M-Instruct"
     assert settings.cache_dir == tmp_path / "cache"
     assert settings.top_k == 8
+    assert settings.product == "Plausible"
     assert settings.describe()["RAG_QDRANT_API_KEY"] == "***"
 
 

@@ -86,6 +86,14 @@ def test_each_strategy_renders_its_own_prompt(strategy):
     assert messages[-1].content.startswith("<context>\n[1] Refunds\n5 days\n</context>")
 
 
+def test_rag_product_names_another_product_in_the_prompts():
+    messages = build_messages("q", [], strategy=Strategy.FEW_SHOT, examples=Examples.load(product="Plausible"))
+
+    assert "support assistant for Plausible." in messages[0].content
+    assert "Parcelwise" not in messages[0].content
+    assert len(messages) == 2 + 2 * len(Examples.load().items)  # the worked examples stay
+
+
 def test_without_retrieval_the_same_strategy_runs_with_no_context(store):
     model = FakeChatModel(replies=["Probably a few days."])
     answer = make_engine(store, model).answer("How long do refunds take?", use_retrieval=False, strategy="few-shot")

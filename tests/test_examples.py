@@ -1,0 +1,77 @@
+"""The shipped adapter's training pairs: built from seeds with a retriever, shaped like the engine's prompts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adapters.examples import REFUSAL, _lead, build_pairs, load_seeds
+from chatbot.errors import TrainingDataError
+from chatbot.retrieval import Hit
+
+
+def _hit(source: str, number: int, text: str) -> Hit:
+    return Hit(source, source.title(), "", 1.0 / number, f"{source}#{number}", text, 0.5)
+
+
+class FakeRetriever:
+    """Three pages of three chunks; the quote "Growth costs $49 a month" sits in pricing.md's second chunk."""
+
+    def __init__(self) -> None:
+        self.chunks = [
+            _hit(page, n, "Growth costs $49 a month." if (page, n) == ("pricing.md", 2) else f"{page} text {n}")
+            for page in ("pricing.md", "batches.md", "returns.md")
+            for n in (1, 2, 3)
+        ]
+
+    def retrieve(self, query: str, k: int, sources: list[str] | None = None) -> list[Hit]:
+        return [hit for hit in self.chunks if sources is None or hit.source in sources][:k]
+
+
+SEEDS = [
+    {"question": f"how much is growth {n}?", "answer": "The Growth plan is $49 a month.",
+     "source": "pricing.md", "quote": "Growth costs $49 a month", "kind": "fact"}
+    for n in range(40)
+] + [{"question": f"do you sell stamps {n}?", "answer": None, "source": None, "quote": None} for n in range(5)]  # fmt: skip
+
+
+def test_answers_are_led_by_the_citation_of_the_passage_holding_the_quote():
+    pairs = build_pairs(SEEDS, FakeRetriever(), top_k=4)
+    answered = [p for p in pairs if p["context"] and not p["answer"].endswith(REFUSAL)]
+    assert len(answered) == 40
+    for pair in answered:
+        answer = pair["answer"].split("Answer: ")[-1]
+        number = int(answer.removeprefix("According to [").split("]")[0])
+        assert pair["context"][number - 1]["text"] == "Growth costs $49 a month."
+        assert answer.endswith("the Growth plan is $49 a month.")  # "The" lowered after the lead
+        if pair["strategy"] == "cot":
+            assert pair["answer"].startswith(f'Reasoning: Passage [{number}] says: "Growth costs $49 a month"')
+
+
+def test_refusals_are_a_minority_and_never_hold_the_quote():
+    pairs = build_pairs(SEEDS, FakeRetriever(), top_k=4)
+    refusals = [p for p in pairs if p["answer"].endswith(REFUSAL)]
+    assert 5 <= len(refusals) < len(pairs) / 4
+    near_misses = [p for p in refusals if p["question"].startswith("how much") and p["context"]]
+    assert near_misses  # "the context lacks it" negatives of answerable questions: their page is taken out
+    for pair in near_misses:
+        assert all("$49" not in passage["text"] for passage in pair["context"])
+
+
+def test_the_same_seed_gives_the_same_pairs():
+    assert build_pairs(SEEDS, FakeRetriever(), top_k=4, seed=3) == build_pairs(SEEDS, FakeRetriever(), top_k=4, seed=3)
+
+
+def test_lead_keeps_proper_names_capitalised():
+    assert _lead("Starter includes 50 labels.", 2, "The Starter plan includes 50 labels.") == (
+        "According to [2], Starter includes 50 labels."
+    )
+    assert _lead("Yes. It does.", 1, "") == "According to [1], yes. It does."
+
+
+def test_a_bad_seed_line_is_reported_with_its_number(tmp_path):
+    path = tmp_path / "seeds.jsonl"
+    path.write_text(json.dumps(SEEDS[0]) + "\n" + json.dumps({"question": "q", "source": "a.md"}) + "\n")
+    with pytest.raises(TrainingDataError, match="line 2"):
+        load_seeds(path)
