@@ -245,7 +245,7 @@ class ChatEngine:
     def _generate(self, state: dict[str, Any], answer: Answer) -> Iterator[str]:
         started = time.perf_counter()
         cot = state["strategy"] is Strategy.COT
-        text, shown, final = "", 0, None
+        text, shown, final, generated = "", 0, None, ""
 
         def new_text(safe: str) -> str:
             nonlocal shown
@@ -261,6 +261,7 @@ class ChatEngine:
                     continue
                 answer.timings.setdefault("first_token", time.perf_counter() - started)
                 text += chunk.content
+                generated += chunk.content
                 safe, looping = cut_loop(text)
                 if piece := new_text(safe):
                     yield piece
@@ -277,6 +278,8 @@ class ChatEngine:
             yield answer.text  # the model never wrote "Answer:": show everything it wrote
         if final is not None and final.usage_metadata:
             answer.usage = dict(final.usage_metadata)
+        if generated and "output_tokens" not in answer.usage:  # a stream cut at a loop ends before its usage
+            answer.usage["output_tokens"] = len(state["model"].tokenizer.encode(generated, add_special_tokens=False))
         if counted := getattr(state["model"], "token_count", None):  # a served model may count by estimate
             answer.usage["token_count"] = counted
         cited = any(1 <= n <= len(answer.sources) for n in cited_numbers(answer.text))
