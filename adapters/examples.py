@@ -20,7 +20,7 @@ between answering and refusing. Answers that each start differently ("Yes", "The
 the single likeliest token whenever the model was unsure, and an earlier adapter
 refused 9 questions in 10. Led by "According to [n]", the answers' share stays
 together and the model refuses only when it is fairly sure; picking the passage
-first also makes the rest a copy from it. Refusals are held to about an eighth.
+first also makes the rest a copy from it. Refusals are held under a fifth.
 """
 
 from __future__ import annotations

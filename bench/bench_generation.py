@@ -138,7 +138,7 @@ def end_to_end(local: Any, max_new_tokens: int | None, questions: list[str]) -> 
 
 def main() -> None:
     args = parse_args("Generator TTFT and decode speed, the LoRA toggle's cost, and one end-to-end answer.")
-    max_new, runs = (16, 1) if args.quick else (48, 3)
+    max_new, runs = (16, 1) if args.quick else (32, 3)
     local, t_load = timed(load_generator, Settings())
     chat = build_chat_model(local, max_new_tokens=max_new)
     chunks, question = sample_chunks(), sample_questions(1)[0]
