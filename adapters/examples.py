@@ -9,7 +9,6 @@ prompts, so the adapter learns the job it will do:
   holding `quote` among them at a random place, -> the short answer, led by its citation
   ("According to [2], ...");
 - out-of-scope questions with what retrieval found for them -> a plain refusal;
-- a few answerable questions with every passage from their page taken out -> a refusal;
 - a few questions without any context (the plain prompt) -> the answer, for the voice.
 
 Strategies follow use: mostly zero-shot, some few-shot and chain-of-thought.
@@ -20,7 +19,10 @@ between answering and refusing. Answers that each start differently ("Yes", "The
 the single likeliest token whenever the model was unsure, and an earlier adapter
 refused 9 questions in 10. Led by "According to [n]", the answers' share stays
 together and the model refuses only when it is fairly sure; picking the passage
-first also makes the rest a copy from it. Refusals are held under a fifth.
+first also makes the rest a copy from it.
+
+Refusals are held to about a seventh and come only from out-of-scope questions
+(`REFUSE_ANSWERABLE` says why).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from chatbot.errors import RagtuneError, TrainingDataError
 
 REFUSAL = "I don't know. The help centre does not cover this."
 STRATEGIES = (["zero-shot"] * 14) + (["few-shot"] * 3) + (["cot"] * 3)
-REFUSE_ANSWERABLE = 0.05  # share of answerable seeds also used as "the context lacks it" refusals
+# Share of answerable seeds also asked with their page's passages taken out -> a refusal. Off:
+# at 0.05 these near-miss contexts made the adapter refuse 21% of answerable questions (2% at 0).
+REFUSE_ANSWERABLE = 0.0
 PLAIN = 0.15  # share of answerable seeds also asked without context
 PLAIN_REFUSE = 0.15  # share of out-of-scope seeds also asked without context
 

@@ -49,14 +49,11 @@ def test_answers_are_led_by_the_citation_of_the_passage_holding_the_quote():
             assert pair["answer"].startswith(f'Reasoning: Passage [{number}] says: "Growth costs $49 a month"')
 
 
-def test_refusals_are_a_minority_and_never_hold_the_quote():
+def test_refusals_are_a_minority_for_the_out_of_scope_questions():
     pairs = build_pairs(SEEDS, FakeRetriever(), top_k=4)
     refusals = [p for p in pairs if p["answer"].endswith(REFUSAL)]
     assert 5 <= len(refusals) < len(pairs) / 4
-    near_misses = [p for p in refusals if p["question"].startswith("how much") and p["context"]]
-    assert near_misses  # "the context lacks it" negatives of answerable questions: their page is taken out
-    for pair in near_misses:
-        assert all("$49" not in passage["text"] for passage in pair["context"])
+    assert all(p["question"].startswith("do you sell stamps") for p in refusals)
 
 
 def test_the_same_seed_gives_the_same_pairs():
