@@ -5,8 +5,8 @@
 questions the knowledge base cannot answer) into pairs shaped like the engine's real
 prompts, so the adapter learns the job it will do:
 
-- answerable: the passages the real retriever returns for the question, with the passage
-  holding `quote` among them at a random place, -> the short answer, led by its citation
+- answerable: the passages the real retriever returns for the question, in its order, with
+  the passage holding `quote` surely among them, -> the short answer, led by its citation
   ("According to [2], ...");
 - out-of-scope questions with what retrieval found for them -> a plain refusal;
 - a few questions without any context (the plain prompt) -> the answer, for the voice.
@@ -21,8 +21,9 @@ refused 9 questions in 10. Led by "According to [n]", the answers' share stays
 together and the model refuses only when it is fairly sure; picking the passage
 first also makes the rest a copy from it.
 
-Refusals are held to about a seventh and come only from out-of-scope questions
-(`REFUSE_ANSWERABLE` says why).
+Refusals are held to about a fifth and come only from out-of-scope questions. Near misses
+(an answerable question with its page's passages taken out -> a refusal) were tried at 5%
+of pairs: the adapter then refused 21% of answerable questions, against 2% without them.
 """
 
 from __future__ import annotations
@@ -40,9 +41,6 @@ from chatbot.errors import RagtuneError, TrainingDataError
 
 REFUSAL = "I don't know. The help centre does not cover this."
 STRATEGIES = (["zero-shot"] * 14) + (["few-shot"] * 3) + (["cot"] * 3)
-# Share of answerable seeds also asked with their page's passages taken out -> a refusal. Off:
-# at 0.05 these near-miss contexts made the adapter refuse 21% of answerable questions (2% at 0).
-REFUSE_ANSWERABLE = 0.0
 PLAIN = 0.15  # share of answerable seeds also asked without context
 PLAIN_REFUSE = 0.15  # share of out-of-scope seeds also asked without context
 
@@ -59,20 +57,31 @@ def build_pairs(seeds: list[dict[str, Any]], retriever: Any, *, top_k: int, seed
                 pairs.append({"question": item["question"], "answer": REFUSAL, "context": None})
             continue
         gold = _gold(item, retriever)
-        others = [hit for hit in found if hit.chunk_id != gold.chunk_id]
-        shown = others[: rng.choice([top_k - 1] * 4 + [max(top_k - 2, 0)])]
-        position = rng.randint(0, len(shown))
-        shown.insert(position, gold)
-        pairs.append(
-            _pair(item["question"], shown, _lead(item["answer"], position + 1, gold.text), rng, evidence=item["quote"])
-        )
-        if rng.random() < REFUSE_ANSWERABLE:
-            missing = [hit for hit in found if hit.source != item["source"] and not _holds(hit.text, item["quote"])]
-            pairs.append(_pair(item["question"], missing[:top_k], REFUSAL, rng))
+        shown = _context(found, gold, top_k, rng)
+        holding = [n for n, hit in enumerate(shown, 1) if _holds(hit.text, item["quote"])]
+        number = holding[0] if holding else 1 + next(n for n, hit in enumerate(shown) if hit.chunk_id == gold.chunk_id)
+        answer = _lead(item["answer"], number, shown[number - 1].text)
+        pairs.append(_pair(item["question"], shown, answer, rng, evidence=item["quote"]))
         if rng.random() < PLAIN:
             pairs.append({"question": item["question"], "answer": item["answer"], "context": None})
     rng.shuffle(pairs)
     return pairs
+
+
+def _context(found: list[Any], gold: Any, top_k: int, rng: random.Random) -> list[Any]:
+    """The passages the engine would show, in the retriever's order, with the gold one surely among them.
+
+    Where retrieval ranks it, the gold passage keeps its rank (so [1] is as often right as it
+    is in use); where it does not, it takes a random place among the distractors. One time in
+    five a distractor is dropped, as a score threshold would.
+    """
+    shown = found[:top_k]
+    if all(hit.chunk_id != gold.chunk_id for hit in shown):
+        shown = [hit for hit in found if hit.chunk_id != gold.chunk_id][: top_k - 1]
+        shown.insert(rng.randint(0, len(shown)), gold)
+    if len(shown) > 1 and rng.random() < 0.2:
+        shown.pop(rng.choice([n for n, hit in enumerate(shown) if hit.chunk_id != gold.chunk_id]))
+    return shown
 
 
 def _pair(question: str, hits: list[Any], answer: str, rng: random.Random, evidence: str | None = None) -> dict:
@@ -105,8 +114,12 @@ def _words(text: str) -> str:
 
 
 def _lead(answer: str, number: int, source_text: str) -> str:
-    """The answer led by its citation: "According to [2], your plan ..." (proper names keep their capital)."""
-    answer = answer.strip()
+    """The answer led by its citation: "According to [2], your plan ..." (proper names keep their capital).
+
+    A bare "Yes." or "No." opener is dropped: the sentence after it carries the answer, and
+    an adapter that learnt to open with "no." said it to questions that were not yes/no.
+    """
+    answer = re.sub(r"^(Yes|No)\.\s+", "", answer.strip())
     first = answer.split(maxsplit=1)[0].strip(".,:;")
     if first.lower() in _COMMON_OPENERS or re.search(rf"\b{re.escape(first.lower())}\b", source_text):
         answer = answer[0].lower() + answer[1:]

@@ -15,12 +15,15 @@ def _hit(source: str, number: int, text: str) -> Hit:
     return Hit(source, source.title(), "", 1.0 / number, f"{source}#{number}", text, 0.5)
 
 
+QUOTES = {("pricing.md", 2): "Growth costs $49 a month.", ("returns.md", 3): "Returns are free for 30 days."}
+
+
 class FakeRetriever:
-    """Three pages of three chunks; the quote "Growth costs $49 a month" sits in pricing.md's second chunk."""
+    """Three pages of three chunks, in a fixed order: pricing.md's quote ranks second, returns.md's last."""
 
     def __init__(self) -> None:
         self.chunks = [
-            _hit(page, n, "Growth costs $49 a month." if (page, n) == ("pricing.md", 2) else f"{page} text {n}")
+            _hit(page, n, QUOTES.get((page, n), f"{page} text {n}"))
             for page in ("pricing.md", "batches.md", "returns.md")
             for n in (1, 2, 3)
         ]
@@ -49,6 +52,21 @@ def test_answers_are_led_by_the_citation_of_the_passage_holding_the_quote():
             assert pair["answer"].startswith(f'Reasoning: Passage [{number}] says: "Growth costs $49 a month"')
 
 
+def test_the_gold_passage_keeps_its_retrieved_rank_or_is_put_among_the_distractors():
+    returns = [{"question": f"returns {n}?", "answer": "Returns are free.", "source": "returns.md",
+                "quote": "Returns are free for 30 days", "kind": "fact"} for n in range(40)]  # fmt: skip
+    pairs = build_pairs(SEEDS[:40] + returns, FakeRetriever(), top_k=4)
+    cited = {"how": set(), "returns": set()}
+    for pair in pairs:
+        if pair["context"]:
+            number = int(pair["answer"].split("According to [")[1][0])
+            assert pair["context"][number - 1]["text"] in QUOTES.values()
+            assert 3 <= len(pair["context"]) <= 4
+            cited[pair["question"].split()[0]].add(number)
+    assert cited["how"] == {1, 2}  # rank 2, or 1 when the distractor above it was dropped
+    assert cited["returns"] == {1, 2, 3, 4}  # not retrieved (9th of 9): placed at random
+
+
 def test_refusals_are_a_minority_for_the_out_of_scope_questions():
     pairs = build_pairs(SEEDS, FakeRetriever(), top_k=4)
     refusals = [p for p in pairs if p["answer"].endswith(REFUSAL)]
@@ -64,7 +82,8 @@ def test_lead_keeps_proper_names_capitalised():
     assert _lead("Starter includes 50 labels.", 2, "The Starter plan includes 50 labels.") == (
         "According to [2], Starter includes 50 labels."
     )
-    assert _lead("Yes. It does.", 1, "") == "According to [1], yes. It does."
+    assert _lead("Yes. It does.", 1, "") == "According to [1], it does."  # a bare yes/no opener is dropped
+    assert _lead("Yes, on Growth.", 1, "") == "According to [1], yes, on Growth."
 
 
 def test_a_bad_seed_line_is_reported_with_its_number(tmp_path):
