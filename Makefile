@@ -38,12 +38,12 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Rebuilds the shipped adapter from scratch: pairs from the sample KB, then ~30 min of CPU training.
+# Rebuilds the shipped adapter from scratch: pairs from the sample KB, then ~45 min of CPU training.
 adapter: setup
 	$(BIN)/python -m chatbot
 	$(BIN)/rag-ingest $(KB)
 	$(BIN)/python -m adapters.examples data/training/seed_questions.jsonl --out data/training/support-rag.jsonl
-	$(BIN)/rag-train-adapter data/training/support-rag.jsonl --name support-rag --out data/adapters --steps 200
+	$(BIN)/rag-train-adapter data/training/support-rag.jsonl --name support-rag --out data/adapters --steps 300
 
 bench: setup
 	$(BIN)/python bench/run.py
