@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from adapters.examples import REFUSAL, _lead, build_pairs, load_seeds
+from adapters.examples import REFUSAL, _excerpt, _lead, build_pairs, load_seeds
 from chatbot.errors import TrainingDataError
 from chatbot.retrieval import Hit
 
@@ -47,7 +47,7 @@ def test_answers_are_led_by_the_citation_of_the_passage_holding_the_quote():
         answer = pair["answer"].split("Answer: ")[-1]
         number = int(answer.removeprefix("According to [").split("]")[0])
         assert pair["context"][number - 1]["text"] == "Growth costs $49 a month."
-        assert answer.endswith("the Growth plan is $49 a month.")  # "The" lowered after the lead
+        assert answer.endswith("], Growth costs $49 a month.")  # the passage's own words
         if pair["strategy"] == "cot":
             assert pair["answer"].startswith(f'Reasoning: Passage [{number}] says: "Growth costs $49 a month"')
 
@@ -84,6 +84,15 @@ def test_lead_keeps_proper_names_capitalised():
     )
     assert _lead("Yes. It does.", 1, "") == "According to [1], it does."  # a bare yes/no opener is dropped
     assert _lead("Yes, on Growth.", 1, "") == "According to [1], yes, on Growth."
+
+
+def test_excerpt_quotes_the_paragraph_or_the_lines_nearest_the_quote():
+    text = "Intro.\n\n- **A** one.\n- B two holds the quote.\n- C three.\n\nOther paragraph. Two."
+    assert _excerpt(text, "B two holds the quote") == "- **A** one.\n- B two holds the quote.\n- C three."
+    assert _excerpt(text, "B two holds the quote", limit=9) == "- B two holds the quote.\n- C three."
+    assert _excerpt("One here. Two holds X. Three.", "holds X", limit=5) == "Two holds X. Three."
+    assert _excerpt(text, "Intro. A one") is None  # across paragraphs: the seed's own answer is used
+    assert _lead("- **A** one.\n- B.", 3, "") == "According to [3]:\n- **A** one.\n- B."
 
 
 def test_a_bad_seed_line_is_reported_with_its_number(tmp_path):
