@@ -65,11 +65,8 @@ def build_pairs(seeds: list[dict[str, Any]], retriever: Any, *, top_k: int, seed
             continue
         gold = _gold(item, retriever)
         shown = _context(found, gold, top_k, rng)
-        holding = [n for n, hit in enumerate(shown, 1) if _holds(hit.text, item["quote"])]
-        number = holding[0] if holding else 1 + next(n for n, hit in enumerate(shown) if hit.chunk_id == gold.chunk_id)
-        answer = _lead(
-            _excerpt(shown[number - 1].text, item["quote"]) or item["answer"], number, shown[number - 1].text
-        )
+        cited = next((hit for hit in shown if _holds(hit.text, item["quote"])), gold)
+        answer = _lead(_excerpt(cited.text, item["quote"]) or item["answer"], shown.index(cited) + 1, cited.text)
         pairs.append(_pair(item["question"], shown, answer, rng, evidence=item["quote"]))
         if rng.random() < PLAIN:
             pairs.append({"question": item["question"], "answer": item["answer"], "context": None})
@@ -124,10 +121,10 @@ def _excerpt(text: str, quote: str, limit: int = EXCERPT_WORDS) -> str | None:
     units = lines if len(lines) > 1 else re.split(r"(?<=[.!?])\s+", lines[0])
     start = next(n for n in range(len(units), 0, -1) if _holds(" ".join(units[n - 1 :]), quote)) - 1
     end = next(n for n in range(start + 1, len(units) + 1) if _holds(" ".join(units[start:n]), quote))
-    size = lambda a, b: len(" ".join(units[a:b]).split())  # noqa: E731
-    while end < len(units) and size(start, end + 1) <= limit:
+    words = [len(unit.split()) for unit in units]
+    while end < len(units) and sum(words[start : end + 1]) <= limit:
         end += 1
-    while start > 0 and size(start - 1, end) <= limit:
+    while start > 0 and sum(words[start - 1 : end]) <= limit:
         start -= 1
     return ("\n" if len(lines) > 1 else " ").join(units[start:end])
 
