@@ -1,0 +1,76 @@
+"""How much of a question's `must_include` each shape of extractive answer could hold.
+
+The adapter's answers copy words from the retrieved passages (adapters/examples.py), so
+what it can score is bounded by which words it copies. For each answerable question of a
+set this takes the engine's top-k passages and scores, as must-include recall, answers cut
+to N words that are:
+
+- `[1] from its start`: the first passage, copied from its start;
+- `best passage from its start`: the passage with the most question terms, from its start;
+- `best sentence onwards`: the sentence (or list line) with the most question terms, and what follows it.
+
+Run from the repo root against an ingested collection:
+    python bench/answer_shapes.py data/kb_qa.jsonl
+    RAG_QDRANT_PATH=.ragtune/plausible RAG_COLLECTION=plausible python bench/answer_shapes.py tests/data/plausible_qa.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from common import table
+
+from chatbot.config import Settings
+from chatbot.models import load_embeddings
+from chatbot.retrieval import Retriever
+from chatbot.sparse import terms
+from chatbot.store import Store
+
+WORDS = (30, 60, 90)
+
+
+def main(path: Path) -> None:
+    settings = Settings.from_env()
+    questions = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    questions = [q for q in questions if q.get("must_include")]
+    shapes = ("[1] from its start", "best passage from its start", "best sentence onwards")
+    scores: dict[tuple[str, int], list[float]] = {(shape, n): [] for shape in shapes for n in WORDS}
+    store = Store.open(settings)
+    try:
+        retriever = Retriever(store, load_embeddings(settings), top_k=settings.top_k)
+        for question in questions:
+            texts = [hit.text for hit in retriever.retrieve(question["question"], k=settings.top_k)]
+            asked = set(terms(question["question"]))
+
+            def overlap(text: str, asked: set[str] = asked) -> int:
+                return len(asked & set(terms(text)))
+
+            units = [" ".join(_sentences(text)[n:]) for text in texts for n in range(len(_sentences(text)))]
+            onwards = max(units, key=lambda unit: overlap(_sentences(unit)[0]))
+            candidates = (texts[0], max(texts, key=overlap), onwards)
+            for shape, answer in zip(shapes, candidates, strict=True):
+                for words in WORDS:
+                    scores[shape, words].append(_recall(" ".join(answer.split()[:words]), question["must_include"]))
+    finally:
+        store.close()
+    rows = [[shape, *(f"{sum(scores[shape, n]) / len(questions):.2f}" for n in WORDS)] for shape in shapes]
+    print(f"{path} ({len(questions)} answerable questions, top {settings.top_k}, {settings.collection})")
+    print(table(["answer copies", *(f"{n} words" for n in WORDS)], rows))
+
+
+def _sentences(text: str) -> list[str]:
+    units = []
+    for line in filter(str.strip, text.splitlines()):
+        units += [line] if line.lstrip().startswith(("-", "*", "|")) else re.split(r"(?<=[.!?])\s+", line)
+    return units
+
+
+def _recall(answer: str, expected: list[str]) -> float:
+    return sum(term.lower() in answer.lower() for term in expected) / len(expected)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
