@@ -48,8 +48,8 @@ def main(path: Path) -> None:
             def overlap(text: str, asked: set[str] = asked) -> int:
                 return len(asked & set(terms(text)))
 
-            units = [" ".join(_sentences(text)[n:]) for text in texts for n in range(len(_sentences(text)))]
-            onwards = max(units, key=lambda unit: overlap(_sentences(unit)[0]))
+            starts = [(units[n], " ".join(units[n:])) for units in map(_sentences, texts) for n in range(len(units))]
+            onwards = max(starts, key=lambda start: overlap(start[0]))[1]
             candidates = (texts[0], max(texts, key=overlap), onwards)
             for shape, answer in zip(shapes, candidates, strict=True):
                 for words in WORDS:
