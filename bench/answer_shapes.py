@@ -16,7 +16,6 @@ Run from the repo root against an ingested collection:
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
@@ -24,7 +23,9 @@ from pathlib import Path
 from common import table
 
 from chatbot.config import Settings
+from chatbot.metrics import term_recall
 from chatbot.models import load_embeddings
+from chatbot.questions import load_questions
 from chatbot.retrieval import Retriever
 from chatbot.sparse import terms
 from chatbot.store import Store
@@ -34,16 +35,15 @@ WORDS = (30, 60, 90)
 
 def main(path: Path) -> None:
     settings = Settings.from_env()
-    questions = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    questions = [q for q in questions if q.get("must_include")]
+    questions = [q for q in load_questions(path) if q.must_include]
     shapes = ("[1] from its start", "best passage from its start", "best sentence onwards")
     scores: dict[tuple[str, int], list[float]] = {(shape, n): [] for shape in shapes for n in WORDS}
     store = Store.open(settings)
     try:
         retriever = Retriever(store, load_embeddings(settings), top_k=settings.top_k)
         for question in questions:
-            texts = [hit.text for hit in retriever.retrieve(question["question"], k=settings.top_k)]
-            asked = set(terms(question["question"]))
+            texts = [hit.text for hit in retriever.retrieve(question.question, k=settings.top_k)]
+            asked = set(terms(question.question))
 
             def overlap(text: str, asked: set[str] = asked) -> int:
                 return len(asked & set(terms(text)))
@@ -53,7 +53,7 @@ def main(path: Path) -> None:
             candidates = (texts[0], max(texts, key=overlap), onwards)
             for shape, answer in zip(shapes, candidates, strict=True):
                 for words in WORDS:
-                    scores[shape, words].append(_recall(" ".join(answer.split()[:words]), question["must_include"]))
+                    scores[shape, words].append(term_recall(" ".join(answer.split()[:words]), question.must_include))
     finally:
         store.close()
     rows = [[shape, *(f"{sum(scores[shape, n]) / len(questions):.2f}" for n in WORDS)] for shape in shapes]
@@ -66,10 +66,6 @@ def _sentences(text: str) -> list[str]:
     for line in filter(str.strip, text.splitlines()):
         units += [line] if line.lstrip().startswith(("-", "*", "|")) else re.split(r"(?<=[.!?])\s+", line)
     return units
-
-
-def _recall(answer: str, expected: list[str]) -> float:
-    return sum(term.lower() in answer.lower() for term in expected) / len(expected)
 
 
 if __name__ == "__main__":
