@@ -119,43 +119,16 @@ class ChatEngine:
         *_, answer = self.stream(question, history, **options)
         return answer
 
-    def stream(
-        self,
-        question: str,
-        history: History = (),
-        *,
-        use_retrieval: bool = True,
-        adapter: str | None = None,
-        strategy: str | Strategy = "zero-shot",
-        top_k: int | None = None,
-        mode: str | None = None,
-        sources: Sequence[str] | None = None,
-        abstain: bool = True,
-    ) -> Iterator[str | Answer]:
-        """Yield the answer's text as it is generated, then the final `Answer`."""
-        model, model_adapter = self._route(adapter)
-        state = self._prepare.invoke(
-            {
-                "model": model,
-                "model_adapter": model_adapter,
-                "question": question,
-                "history": self._bounded_history(history),
-                "strategy": parse_strategy(strategy),
-                "use_retrieval": use_retrieval,
-                "top_k": top_k,
-                "mode": mode,
-                "sources": sources,
-                "abstain": abstain,
-                "timings": {},
-            }
-        )
+    def stream(self, question: str, history: History = (), **options: Any) -> Iterator[str | Answer]:
+        """Yield the answer's text as it is generated, then the final `Answer` (options as in `prepare`)."""
+        state = self.prepare(question, history, **options)
         answer = Answer(
             text="",
             sources=state["hits"],
             prompt=state["prompt"],
             strategy=state["strategy"].value,
-            use_retrieval=use_retrieval,
-            adapter=adapter,
+            use_retrieval=state["use_retrieval"],
+            adapter=state["adapter"],
             search_query=state["search_query"],
             timings=state["timings"],
             abstained=state["abstain_reason"] is not None,
@@ -167,6 +140,39 @@ class ChatEngine:
         else:
             yield from self._generate(state, answer)
         yield answer
+
+    def prepare(
+        self,
+        question: str,
+        history: History = (),
+        *,
+        use_retrieval: bool = True,
+        adapter: str | None = None,
+        strategy: str | Strategy = "zero-shot",
+        top_k: int | None = None,
+        mode: str | None = None,
+        sources: Sequence[str] | None = None,
+        abstain: bool = True,
+    ) -> dict[str, Any]:
+        """Condense, retrieve and build the prompt, without generating: the state `stream` generates
+        from, with `messages`, `prompt`, `hits` and `abstain_reason`."""
+        model, model_adapter = self._route(adapter)
+        return self._prepare.invoke(
+            {
+                "model": model,
+                "model_adapter": model_adapter,
+                "adapter": adapter,
+                "question": question,
+                "history": self._bounded_history(history),
+                "strategy": parse_strategy(strategy),
+                "use_retrieval": use_retrieval,
+                "top_k": top_k,
+                "mode": mode,
+                "sources": sources,
+                "abstain": abstain,
+                "timings": {},
+            }
+        )
 
     def _route(self, adapter: str | None) -> tuple[Any, str | None]:
         """The chat model that answers with `adapter`, and the adapter's name on that model."""

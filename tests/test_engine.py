@@ -65,6 +65,18 @@ def test_stream_yields_the_text_then_the_answer_with_everything_that_made_it(sto
     assert answer.to_json()["sources"][0]["source"] == "refunds.md"
 
 
+def test_prepare_builds_the_prompt_stream_would_use_without_generating(store):
+    model = FakeChatModel(replies=["Refunds take 5 business days [1]."])
+    engine = make_engine(store, model)
+
+    state = engine.prepare("How long do refunds take?", strategy="few-shot")
+
+    assert model.calls == [] and state["abstain_reason"] is None
+    assert state["hits"][0].source == "refunds.md" and state["model"] is model
+    answer = engine.answer("How long do refunds take?", strategy="few-shot")
+    assert answer.prompt == state["prompt"] and model.calls[0]["messages"] == state["messages"]
+
+
 def test_passages_are_numbered_in_the_order_of_the_sources(store):
     model = FakeChatModel()
     answer = make_engine(store, model).answer("refunds postage wallet labels")
