@@ -5,8 +5,8 @@ know. ...") and an answer ("According to [n], ..."), see adapters/examples.py. F
 question the engine does not abstain on, this prints log P("I") - log P("According") at that
 token with the adapter on (above 0: it refuses), then what moving the boundary would trade:
 the share of unanswerable questions refused (engine abstentions count as refused) against
-the share of answerable ones refused, for a few boundaries. When the two kinds' margins
-overlap, no boundary, and no shift of the training data's refusal share, gets both right.
+the share of answerable ones refused, for a few boundaries. Where the two kinds' margins
+overlap, no boundary gets both right.
 
 Run from the repo root against an ingested collection:
     python bench/refusal_margin.py data/kb_qa.jsonl
@@ -24,7 +24,7 @@ from common import table
 from adapters.examples import REFUSAL
 from chatbot.config import Settings
 from chatbot.engine import build_engine
-from chatbot.generation import model_lock, use_adapter
+from chatbot.generation import check_adapter, model_lock, use_adapter
 from chatbot.questions import load_questions
 
 BOUNDARIES = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
@@ -36,6 +36,7 @@ def main(path: Path, adapter: str) -> None:
     engine = build_engine(Settings.from_env())
     try:
         model, tokenizer = engine.chat_model.model, engine.chat_model.tokenizer
+        check_adapter(model, adapter)
         refuse, answer = (tokenizer.encode(text, add_special_tokens=False)[0] for text in (REFUSAL, "According"))
         margins: dict[str, list[float | None]] = {"answerable": [], "unanswerable": []}
         for question in load_questions(path):
