@@ -43,7 +43,7 @@ adapter: setup
 	$(BIN)/python -m chatbot
 	$(BIN)/rag-ingest $(KB)
 	$(BIN)/python -m adapters.examples data/training/seed_questions.jsonl --out data/training/support-rag.jsonl
-	$(BIN)/rag-train-adapter data/training/support-rag.jsonl --name support-rag --out data/adapters --steps 260
+	$(BIN)/rag-train-adapter data/training/support-rag.jsonl --name support-rag --out data/adapters --steps 300
 
 bench: setup
 	$(BIN)/python bench/run.py

@@ -6,8 +6,9 @@ questions the knowledge base cannot answer) into pairs shaped like the engine's 
 prompts, so the adapter learns the job it will do:
 
 - answerable: the passages the real retriever returns for the question, in its order, with
-  the passage holding `quote` surely among them, -> that passage's own words around the
-  quote (its paragraph, up to `EXCERPT_WORDS`), led by its citation ("According to [2], ...");
+  the passage holding `quote` surely among them, -> that passage's own words: its paragraph
+  copied from the start up to `EXCERPT_WORDS` (from nearer the quote when it lies later),
+  led by its citation ("According to [2], ...");
 - out-of-scope questions with what retrieval found for them -> a plain refusal;
 - a few questions without any context (the plain prompt) -> the answer, for the voice.
 
@@ -21,11 +22,13 @@ refused 9 questions in 10. Led by "According to [n]", the answers' share stays
 together and the model refuses only when it is fairly sure; picking the passage
 first also makes the rest a copy from it.
 
-Why quote a paragraph rather than answer in one sentence: the expected facts of a question
-sit in one paragraph far more often than in one sentence. Picking the passages' paragraph
-with the most words in common with the question finds 65% of the sample set's expected
-terms (50% on Plausible's docs), the best such sentence 30% (34%); an adapter trained on
-one-sentence answers reached 0.34-0.41, one trained on paragraphs 0.54.
+Why copy the passage from its start rather than answer in one sentence: the expected facts
+sit near the start of the retriever's first passage far more often than in any one sentence
+the model could pick. `bench/answer_shapes.py` scores answers cut to 90 words: passage [1]
+from its start holds 69% of the sample set's expected terms (57% on Plausible's docs), the
+best-matching sentence and what follows it 47% (45%), the best-matching passage 60% (36%).
+Adapters trained on one-sentence answers reached 0.34-0.41; on the quote's paragraph
+(<= 60 words, from the quote outwards) 0.54.
 
 Refusals are held to about a fifth and come only from out-of-scope questions. Near misses
 (an answerable question with its page's passages taken out -> a refusal) were tried at 5%
@@ -47,7 +50,8 @@ from chatbot.errors import RagtuneError, TrainingDataError
 
 REFUSAL = "I don't know. The help centre does not cover this."
 STRATEGIES = (["zero-shot"] * 14) + (["few-shot"] * 3) + (["cot"] * 3)
-EXCERPT_WORDS = 60  # answers quote the passage up to this many words (see the module docstring)
+EXCERPT_WORDS = 90  # answers quote the passage up to this many words (see the module docstring)
+MOVE_GOLD = 0.35  # share of answerable pairs whose gold passage is put at a random place (see `_context`)
 PLAIN = 0.15  # share of answerable seeds also asked without context
 PLAIN_REFUSE = 0.15  # share of out-of-scope seeds also asked without context
 
@@ -77,12 +81,14 @@ def build_pairs(seeds: list[dict[str, Any]], retriever: Any, *, top_k: int, seed
 def _context(found: list[Any], gold: Any, top_k: int, rng: random.Random) -> list[Any]:
     """The passages the engine would show, in the retriever's order, with the gold one surely among them.
 
-    Where retrieval ranks it, the gold passage keeps its rank (so [1] is as often right as it
-    is in use); where it does not, it takes a random place among the distractors. One time in
-    five a distractor is dropped, as a score threshold would.
+    Where retrieval ranks it, the gold passage mostly keeps its rank (so [1] is about as often
+    right as it is in use); where it does not, and in a share `MOVE_GOLD` of pairs, it takes a
+    random place among the distractors. Kept at its rank always, [1] held the answer in 72% of
+    pairs, and the adapter refused questions whose answer was in [2] or [3]. One time in five a
+    distractor is dropped, as a score threshold would.
     """
     shown = found[:top_k]
-    if all(hit.chunk_id != gold.chunk_id for hit in shown):
+    if all(hit.chunk_id != gold.chunk_id for hit in shown) or rng.random() < MOVE_GOLD:
         shown = [hit for hit in found if hit.chunk_id != gold.chunk_id][: top_k - 1]
         shown.insert(rng.randint(0, len(shown)), gold)
     if len(shown) > 1 and rng.random() < 0.2:
@@ -112,8 +118,8 @@ def _gold(item: dict[str, Any], retriever: Any) -> Any:
 
 
 def _excerpt(text: str, quote: str, limit: int = EXCERPT_WORDS) -> str | None:
-    """The passage's own words around `quote`: its paragraph, or the lines or sentences nearest the quote
-    that fit in `limit` words. None when no paragraph holds the whole quote."""
+    """The passage's own words for `quote`: its paragraph from the start, up to `limit` words, or,
+    when the quote lies later, the lines or sentences nearest it. None when no paragraph holds it."""
     paragraph = next((part for part in re.split(r"\n\s*\n", text) if _holds(part, quote)), None)
     if paragraph is None:
         return None
@@ -122,6 +128,8 @@ def _excerpt(text: str, quote: str, limit: int = EXCERPT_WORDS) -> str | None:
     start = next(n for n in range(len(units), 0, -1) if _holds(" ".join(units[n - 1 :]), quote)) - 1
     end = next(n for n in range(start + 1, len(units) + 1) if _holds(" ".join(units[start:n]), quote))
     words = [len(unit.split()) for unit in units]
+    if sum(words[:end]) <= limit:  # the quote lies early enough: copy from the paragraph's start
+        start = 0
     while end < len(units) and sum(words[start : end + 1]) <= limit:
         end += 1
     while start > 0 and sum(words[start - 1 : end]) <= limit:

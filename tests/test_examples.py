@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -52,19 +53,20 @@ def test_answers_are_led_by_the_citation_of_the_passage_holding_the_quote():
             assert pair["answer"].startswith(f'Reasoning: Passage [{number}] says: "Growth costs $49 a month"')
 
 
-def test_the_gold_passage_keeps_its_retrieved_rank_or_is_put_among_the_distractors():
+def test_the_gold_passage_mostly_keeps_its_retrieved_rank_or_is_put_among_the_distractors():
     returns = [{"question": f"returns {n}?", "answer": "Returns are free.", "source": "returns.md",
                 "quote": "Returns are free for 30 days", "kind": "fact"} for n in range(40)]  # fmt: skip
     pairs = build_pairs(SEEDS[:40] + returns, FakeRetriever(), top_k=4)
-    cited = {"how": set(), "returns": set()}
+    cited = {"how": Counter(), "returns": Counter()}
     for pair in pairs:
         if pair["context"]:
             number = int(pair["answer"].split("According to [")[1][0])
             assert pair["context"][number - 1]["text"] in QUOTES.values()
             assert 3 <= len(pair["context"]) <= 4
-            cited[pair["question"].split()[0]].add(number)
-    assert cited["how"] == {1, 2}  # rank 2, or 1 when the distractor above it was dropped
-    assert cited["returns"] == {1, 2, 3, 4}  # not retrieved (9th of 9): placed at random
+            cited[pair["question"].split()[0]][number] += 1
+    assert cited["how"].most_common(1)[0][0] == 2  # mostly its rank (or 1 when the distractor above it was dropped)
+    assert len(cited["how"]) >= 3  # sometimes moved elsewhere
+    assert set(cited["returns"]) == {1, 2, 3, 4}  # not retrieved (9th of 9): placed at random
 
 
 def test_refusals_are_a_minority_for_the_out_of_scope_questions():
@@ -86,11 +88,13 @@ def test_lead_keeps_proper_names_capitalised():
     assert _lead("Yes, on Growth.", 1, "") == "According to [1], yes, on Growth."
 
 
-def test_excerpt_quotes_the_paragraph_or_the_lines_nearest_the_quote():
+def test_excerpt_copies_the_paragraph_from_its_start_or_the_lines_nearest_a_late_quote():
     text = "Intro.\n\n- **A** one.\n- B two holds the quote.\n- C three.\n\nOther paragraph. Two."
     assert _excerpt(text, "B two holds the quote") == "- **A** one.\n- B two holds the quote.\n- C three."
-    assert _excerpt(text, "B two holds the quote", limit=9) == "- B two holds the quote.\n- C three."
-    assert _excerpt("One here. Two holds X. Three.", "holds X", limit=5) == "Two holds X. Three."
+    assert _excerpt(text, "B two holds the quote", limit=9) == "- **A** one.\n- B two holds the quote."
+    assert _excerpt(text, "B two holds the quote", limit=8) == "- B two holds the quote."
+    assert _excerpt("One here. Two holds X. Three.", "holds X", limit=5) == "One here. Two holds X."
+    assert _excerpt("One here. Two holds X. Three.", "holds X", limit=4) == "Two holds X. Three."
     assert _excerpt(text, "Intro. A one") is None  # across paragraphs: the seed's own answer is used
     assert _lead("- **A** one.\n- B.", 3, "") == "According to [3]:\n- **A** one.\n- B."
 
