@@ -48,7 +48,7 @@ def test_answers_are_led_by_the_citation_of_the_passage_holding_the_quote():
         answer = pair["answer"].split("Answer: ")[-1]
         number = int(answer.removeprefix("According to [").split("]")[0])
         assert pair["context"][number - 1]["text"] == "Growth costs $49 a month."
-        assert answer.endswith("], Growth costs $49 a month.")  # the passage's own words
+        assert answer.endswith("]:\nGrowth costs $49 a month.")  # the passage's own words
         if pair["strategy"] == "cot":
             assert pair["answer"].startswith(f'Reasoning: Passage [{number}] says: "Growth costs $49 a month"')
 
@@ -80,12 +80,11 @@ def test_the_same_seed_gives_the_same_pairs():
     assert build_pairs(SEEDS, FakeRetriever(), top_k=4, seed=3) == build_pairs(SEEDS, FakeRetriever(), top_k=4, seed=3)
 
 
-def test_lead_keeps_proper_names_capitalised():
-    assert _lead("Starter includes 50 labels.", 2, "The Starter plan includes 50 labels.") == (
-        "According to [2], Starter includes 50 labels."
-    )
-    assert _lead("Yes. It does.", 1, "") == "According to [1], it does."  # a bare yes/no opener is dropped
-    assert _lead("Yes, on Growth.", 1, "") == "According to [1], yes, on Growth."
+def test_lead_is_the_same_for_prose_and_lists():
+    assert _lead("Starter includes 50 labels.", 2) == "According to [2]:\nStarter includes 50 labels."
+    assert _lead("- **A** one.\n- B.", 3) == "According to [3]:\n- **A** one.\n- B."
+    assert _lead("Yes. It does.", 1) == "According to [1]:\nIt does."  # a bare yes/no opener is dropped
+    assert _lead("Yes, on Growth.", 1) == "According to [1]:\nYes, on Growth."
 
 
 def test_excerpt_copies_the_paragraph_from_its_start_or_the_lines_nearest_a_late_quote():
@@ -96,7 +95,6 @@ def test_excerpt_copies_the_paragraph_from_its_start_or_the_lines_nearest_a_late
     assert _excerpt("One here. Two holds X. Three.", "holds X", limit=5) == "One here. Two holds X."
     assert _excerpt("One here. Two holds X. Three.", "holds X", limit=4) == "Two holds X. Three."
     assert _excerpt(text, "Intro. A one") is None  # across paragraphs: the seed's own answer is used
-    assert _lead("- **A** one.\n- B.", 3, "") == "According to [3]:\n- **A** one.\n- B."
 
 
 def test_a_bad_seed_line_is_reported_with_its_number(tmp_path):
