@@ -1,7 +1,7 @@
 """Where an adapter decides to refuse: its first-token margin for each question of a set.
 
 Under greedy decoding the first generated token decides between the refusal ("I don't
-know. ...") and an answer ("According to [n], ..."), see adapters/examples.py. For each
+know. ...") and an answer ("According to [n]:\n..."), see adapters/examples.py. For each
 question the engine does not abstain on, this prints log P("I") - log P("According") at that
 token with the adapter on (above 0: it refuses), then what moving the boundary would trade:
 the share of unanswerable questions refused (engine abstentions count as refused) against
