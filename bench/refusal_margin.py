@@ -24,19 +24,15 @@ from common import table
 from adapters.examples import REFUSAL
 from chatbot.config import Settings
 from chatbot.engine import build_engine
-from chatbot.generation import check_adapter, model_lock, use_adapter
 from chatbot.questions import load_questions
 
 BOUNDARIES = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
 
 
 def main(path: Path, adapter: str) -> None:
-    import torch
-
     engine = build_engine(Settings.from_env())
     try:
-        model, tokenizer = engine.chat_model.model, engine.chat_model.tokenizer
-        check_adapter(model, adapter)
+        chat_model, tokenizer = engine.chat_model, engine.chat_model.tokenizer
         refuse, answer = (tokenizer.encode(text, add_special_tokens=False)[0] for text in (REFUSAL, "According"))
         margins: dict[str, list[float | None]] = {"answerable": [], "unanswerable": []}
         for question in load_questions(path):
@@ -46,9 +42,7 @@ def main(path: Path, adapter: str) -> None:
                 margins[kind].append(None)
                 print(f"{question.id}\t{kind}\tabstained")
                 continue
-            ids = tokenizer(state["prompt"], return_tensors="pt", add_special_tokens=False).input_ids
-            with model_lock(model), use_adapter(model, adapter), torch.no_grad():
-                scores = torch.log_softmax(model(input_ids=ids).logits[0, -1], dim=-1)
+            scores = chat_model.next_token_logprobs(state["messages"], adapter=adapter)
             margin = float(scores[refuse] - scores[answer])
             margins[kind].append(margin)
             print(f"{question.id}\t{kind}\t{margin:+.2f}")

@@ -152,10 +152,22 @@ class LocalChatModel(BaseChatModel):
 
     def count_tokens(self, messages: Sequence[BaseMessage]) -> int:
         """How many tokens the prompt for `messages` takes, chat template included."""
-        encoded = self.tokenizer.apply_chat_template(
-            chat_dicts(messages), add_generation_prompt=True, return_dict=True, sanitize_control_tokens=True
+        return len(self._encode(messages)["input_ids"])
+
+    def next_token_logprobs(self, messages: Sequence[BaseMessage], *, adapter: str | None = None) -> Any:
+        """Log-probabilities (a vocabulary-sized tensor) of the first token generated after `messages`."""
+        import torch
+
+        inputs = self._encode(messages, return_tensors="pt")
+        check_adapter(self.model, adapter)
+        with model_lock(self.model), use_adapter(self.model, adapter), torch.no_grad():
+            return torch.log_softmax(self.model(**inputs).logits[0, -1], dim=-1)
+
+    def _encode(self, messages: Sequence[BaseMessage], **options: Any) -> Any:
+        # A retrieved page that contains "<|im_end|>" must stay text, not end the turn.
+        return self.tokenizer.apply_chat_template(
+            chat_dicts(messages), add_generation_prompt=True, return_dict=True, sanitize_control_tokens=True, **options
         )
-        return len(encoded["input_ids"])
 
     def answer_loss(self, messages: list[dict[str, str]], answer: str, *, adapter: str | None = None) -> float:
         """Mean negative log-likelihood of `answer`'s tokens after `messages` (lower: the model expects it more)."""
@@ -196,14 +208,7 @@ class LocalChatModel(BaseChatModel):
 
         options = self._options(kwargs)
         check_adapter(self.model, options.adapter)
-        # A retrieved page that contains "<|im_end|>" must stay text, not end the turn.
-        inputs = self.tokenizer.apply_chat_template(
-            chat_dicts(messages),
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-            sanitize_control_tokens=True,
-        )
+        inputs = self._encode(messages, return_tensors="pt")
         prompt_tokens = inputs["input_ids"].shape[1]
         if prompt_tokens + options.max_new_tokens > self.context_window:
             raise RagtuneError(

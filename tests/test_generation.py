@@ -299,3 +299,12 @@ def test_the_bundled_smollm2_streams_an_answer(bundled_generator):
         f"first token after {meta['seconds_to_first_token']:.3f} s; "
         f"{(usage['output_tokens'] - 1) / generating:.1f} tokens/s after it; {text!r}"
     )
+
+
+def test_next_token_logprobs_pick_the_first_token_greedy_generation_gives(chat, lora_chat):
+    first = chat.tokenizer.encode(chat.invoke(QUESTION, max_new_tokens=1).content, add_special_tokens=False)[0]
+    assert int(chat.next_token_logprobs(QUESTION).argmax()) == first
+    base, other = lora_chat.next_token_logprobs(QUESTION), lora_chat.next_token_logprobs(QUESTION, adapter="b")
+    assert not base.equal(other) and base.equal(lora_chat.next_token_logprobs(QUESTION))
+    with pytest.raises(AdapterNotFoundError):
+        chat.next_token_logprobs(QUESTION, adapter="b")
