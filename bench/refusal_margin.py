@@ -36,7 +36,7 @@ def main(path: Path, adapter: str) -> None:
         refuse, answer = (tokenizer.encode(text, add_special_tokens=False)[0] for text in (REFUSAL, "According"))
         margins: dict[str, list[float | None]] = {"answerable": [], "unanswerable": []}
         for question in load_questions(path):
-            kind = "answerable" if question.must_include else "unanswerable"
+            kind = "answerable" if question.answerable else "unanswerable"
             state = engine.prepare(question.question, adapter=adapter)
             if state["abstain_reason"]:
                 margins[kind].append(None)

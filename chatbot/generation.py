@@ -158,10 +158,8 @@ class LocalChatModel(BaseChatModel):
         """Log-probabilities (a vocabulary-sized tensor) of the first token generated after `messages`."""
         import torch
 
-        inputs = self._encode(messages, return_tensors="pt")
-        check_adapter(self.model, adapter)
-        with model_lock(self.model), use_adapter(self.model, adapter), torch.no_grad():
-            return torch.log_softmax(self.model(**inputs).logits[0, -1], dim=-1)
+        logits = self._forward(adapter, **self._encode(messages, return_tensors="pt")).logits
+        return torch.log_softmax(logits[0, -1], dim=-1)
 
     def _encode(self, messages: Sequence[BaseMessage], **options: Any) -> Any:
         # A retrieved page that contains "<|im_end|>" must stay text, not end the turn.
@@ -176,9 +174,15 @@ class LocalChatModel(BaseChatModel):
         from adapters.pairs import Pair, encode
 
         ids, labels = encode(Pair(messages, answer, line=0), self.tokenizer)
+        return float(self._forward(adapter, input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss)
+
+    def _forward(self, adapter: str | None, **inputs: Any) -> Any:
+        """One forward pass without gradients under `adapter` (None: the base model), holding the model's lock."""
+        import torch
+
         check_adapter(self.model, adapter)
         with model_lock(self.model), use_adapter(self.model, adapter), torch.no_grad():
-            return float(self.model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss)
+            return self.model(**inputs)
 
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence | None = None) -> int:
         """LangChain's name for `count_tokens` (tools are not supported)."""
