@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from adapters.examples import REFUSAL, _excerpt, _lead, build_pairs, load_seeds
+from adapters.examples import REFUSAL, _excerpt, _holds, _lead, build_pairs, load_seeds
 from chatbot.errors import TrainingDataError
+from chatbot.questions import load_questions
 from chatbot.retrieval import Hit
 
 
@@ -102,3 +104,15 @@ def test_a_bad_seed_line_is_reported_with_its_number(tmp_path):
     path.write_text(json.dumps(SEEDS[0]) + "\n" + json.dumps({"question": "q", "source": "a.md"}) + "\n")
     with pytest.raises(TrainingDataError, match="line 2"):
         load_seeds(path)
+
+
+def test_the_shipped_seeds_quote_their_pages_and_never_ask_a_held_out_question():
+    """`make adapter` needs every quote on its page; the evaluation and dev sets must stay unseen."""
+    seeds = load_seeds(Path("data/training/seed_questions.jsonl"))
+    for seed in seeds:
+        if seed["source"] is not None:
+            assert _holds(Path("data/kb", seed["source"]).read_text(encoding="utf-8"), seed["quote"]), seed
+    asked = {" ".join(seed["question"].lower().split()) for seed in seeds}
+    for path in ("data/kb_qa.jsonl", "data/training/dev_qa.jsonl", "tests/data/plausible_qa.jsonl"):
+        held_out = {" ".join(q.question.lower().split()) for q in load_questions(path)}
+        assert not asked & held_out, path
