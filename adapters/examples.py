@@ -30,13 +30,10 @@ best-matching sentence and what follows it 47% (45%), the best-matching passage 
 Adapters trained on one-sentence answers reached 0.34-0.41; on the quote's paragraph
 (<= 60 words, from the quote outwards) 0.54.
 
-A question the passages settle without naming its subject is answerable: an exhaustive list
-that leaves it out ("do you support Purolator?" against the list of carriers), a limit below
-the asked number, a plan it is not on. Four such seeds were once marked out of scope while the
-adapter refused that kind of question on a knowledge base it never saw ("can I pay with
-bitcoin?" against the list of payment methods); they are answered now, with 40 more like them.
-`data/training/dev_qa.jsonl` holds 10 more like them and 4 out-of-scope questions, never
-trained on, to judge a change before the evaluation sets see it.
+`data/training/dev_qa.jsonl` holds 14 questions about the sample knowledge base that neither
+the seeds nor the evaluation sets ask (10 yes/no questions the passages settle without naming
+their subject: a limit, an exhaustive list, a plan; 4 out of scope): a dev set, to judge a
+change to the seeds before the evaluation sets see it.
 
 Refusals are held to about a sixth and come only from out-of-scope questions. Near misses
 (an answerable question with its page's passages taken out -> a refusal) were tried at 5%
