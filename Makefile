@@ -38,7 +38,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Rebuilds the shipped adapter from scratch: pairs from the sample KB, then ~45 min of CPU training.
+# Rebuilds the shipped adapter from scratch: pairs from the sample KB, then ~50 min of CPU training.
 adapter: setup
 	$(BIN)/python -m chatbot
 	$(BIN)/rag-ingest $(KB)
