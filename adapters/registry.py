@@ -73,6 +73,15 @@ def read_adapter(folder: Path) -> Adapter:
     config = _read_json(folder / CONFIG_FILE)
     card = _read_json(folder / CARD_FILE) if (folder / CARD_FILE).is_file() else {}
     base = card.get("base_model") or config.get("base_model_name_or_path") or "unknown"
+    bias = card.get("first_token_bias", {})
+    if not isinstance(bias, dict) or not all(
+        isinstance(text, str) and text.strip() and isinstance(value, int | float) and not isinstance(value, bool)
+        for text, value in bias.items()
+    ):
+        raise AdapterNotFoundError(
+            f'{folder / CARD_FILE}: first_token_bias must map texts to numbers, like {{"I don\'t know": -1.5}}: '
+            "fix it, or remove it to decode without a bias."
+        )
     return Adapter(name=card.get("name") or folder.name, path=folder, base_model=str(base), card=card)
 
 

@@ -388,4 +388,9 @@ def _local_chat_model(settings: Settings) -> tuple[LocalChatModel, list[AdapterI
 
     local = load_generator(settings)
     model, adapters = load_adapters(settings, local)
-    return build_chat_model(replace(local, model=model), max_new_tokens=160), adapters
+    bias = {
+        info.name: info.card["first_token_bias"]
+        for info in adapters
+        if info.loaded and info.card.get("first_token_bias")
+    }
+    return build_chat_model(replace(local, model=model), max_new_tokens=160, first_token_bias=bias), adapters

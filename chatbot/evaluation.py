@@ -237,9 +237,10 @@ def adapter_identity(engine: ChatEngine, name: str | None) -> str | None:
     if name is None:
         return None
     info = next((info for info in engine.adapters() if info.name == name), None)
-    created = (getattr(info, "card", None) or {}).get("created")
-    if created:
-        return f"{name}@{created}"
+    card = getattr(info, "card", None) or {}
+    if created := card.get("created"):
+        bias = card.get("first_token_bias")  # set after training (adapters/calibrate.py): it changes the answers
+        return f"{name}@{created}" + (f" bias {json.dumps(bias, sort_keys=True)}" if bias else "")
     folder = getattr(info, "path", None)
     if folder and Path(folder).is_dir():
         digest = hashlib.sha256()

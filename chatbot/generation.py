@@ -118,6 +118,9 @@ class LocalChatModel(BaseChatModel):
     temperature: float = Field(default=0.0, ge=0.0)  # 0 = greedy; > 0 samples
     repetition_penalty: float = Field(default=1.0, gt=0.0)  # 1.0 = off
     context_window: int | None = Field(default=None, ge=1)  # None: the model config's max_position_embeddings
+    # adapter name -> {text: bias}: added to the logit of the text's first token at the first generated
+    # position when that adapter answers (an adapter card's `first_token_bias`, see adapters/calibrate.py)
+    first_token_bias: dict[str, dict[str, float]] = Field(default_factory=dict)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -208,7 +211,7 @@ class LocalChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        from transformers import StoppingCriteriaList, TextIteratorStreamer  # imports torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList, TextIteratorStreamer  # imports torch
 
         options = self._options(kwargs)
         check_adapter(self.model, options.adapter)
@@ -236,6 +239,9 @@ class LocalChatModel(BaseChatModel):
             "streamer": streamer,
             "stopping_criteria": StoppingCriteriaList([_StopCheck(self.tokenizer, prompt_tokens, stops.stops, cancel)]),
         }
+        if bias := self.first_token_bias.get(options.adapter or ""):
+            ids = {self.get_token_ids(text)[0]: value for text, value in bias.items()}
+            generate_kwargs["logits_processor"] = LogitsProcessorList([_FirstTokenBias(prompt_tokens, ids)])
         result: dict[str, Any] = {}
         worker = threading.Thread(target=_run, args=(self.model, generate_kwargs, result), daemon=True)
 
@@ -311,7 +317,13 @@ class LocalChatModel(BaseChatModel):
         return list(dict.fromkeys(i for i in ids if i is not None))
 
 
-def build_chat_model(local: LocalModel, *, max_new_tokens: int = 256, temperature: float = 0.0) -> LocalChatModel:
+def build_chat_model(
+    local: LocalModel,
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    first_token_bias: dict[str, dict[str, float]] | None = None,
+) -> LocalChatModel:
     """The loaded generator as a chat model, greedy by default."""
     return LocalChatModel(
         model=local.model,
@@ -319,6 +331,7 @@ def build_chat_model(local: LocalModel, *, max_new_tokens: int = 256, temperatur
         model_name=local.name,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
+        first_token_bias=first_token_bias or {},
     )
 
 
@@ -369,6 +382,20 @@ class _StopStrings:
     def flush(self) -> str:
         text, self.pending = self.pending, ""
         return text
+
+
+class _FirstTokenBias:
+    """A transformers logits processor: add `bias[token]` to those tokens' scores at the first generated position."""
+
+    def __init__(self, prompt_tokens: int, bias: dict[int, float]) -> None:
+        self.prompt_tokens, self.bias = prompt_tokens, bias
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if input_ids.shape[1] == self.prompt_tokens:
+            scores = scores.clone()
+            for token, value in self.bias.items():
+                scores[:, token] += value
+        return scores
 
 
 class _StopCheck:

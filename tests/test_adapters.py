@@ -11,6 +11,7 @@ from gguf_fixture import tiny_model
 from qdrant_client import QdrantClient
 
 from adapters import cli_train
+from adapters.calibrate import best_boundary, refused
 from adapters.loading import attach, merge
 from adapters.pairs import IGNORE, Pair, encode, load_pairs
 from adapters.registry import Adapter, discover, find, read_adapter, write_card
@@ -86,6 +87,30 @@ def test_the_registry_lists_folders_and_cards_without_loading_a_model(saved, tmp
     assert "cannot be read as JSON" in found[2].problem_with("tiny")
     with pytest.raises(AdapterNotFoundError, match=r"'c' is registered.*'a', 'b'"):
         find(found[:2], "c")
+
+
+def test_a_card_whose_first_token_bias_is_not_texts_to_numbers_keeps_its_adapter_off(saved, tmp_path):
+    import shutil
+
+    for name, bias in (("good", {"I don't know": -1.5}), ("words", {"I don't know": "a lot"}), ("list", [-1.5])):
+        shutil.copytree(saved / "a", tmp_path / name)
+        write_card(tmp_path / name, {"name": name, "base_model": "tiny", "first_token_bias": bias})
+
+    found = {adapter.name: adapter for adapter in discover([tmp_path])}
+
+    assert found["good"].problem_with("tiny") is None
+    for name in ("words", "list"):
+        assert "first_token_bias must map texts to numbers" in found[name].problem_with("tiny")
+
+
+def test_calibration_picks_the_boundary_that_best_separates_the_two_kinds_nearest_zero_among_ties():
+    found = {"answerable": [-2.0, -1.0, 0.5, 1.9], "unanswerable": [None, 0.8, 1.5, 2.2]}  # None: abstained
+
+    assert refused(found["unanswerable"], 0.0) == 1.0 and refused(found["answerable"], 0.0) == 0.5  # greedy
+    assert best_boundary(found) == 0.65  # halfway between 0.5 and 0.8: all unanswerable, 1 of 4 answerable
+    assert refused(found["answerable"], 0.65) == 0.25
+    assert best_boundary({"answerable": [-3.0, 1.0], "unanswerable": [-2.0, 3.0]}) == 2.0  # two as good: nearer 0
+    assert best_boundary({"answerable": [], "unanswerable": [None]}) == 0.0
 
 
 def test_a_user_folder_adapter_replaces_a_shipped_one_of_the_same_name(saved, tmp_path):

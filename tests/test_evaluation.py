@@ -305,6 +305,27 @@ def test_re_ingesting_a_changed_document_invalidates_the_cache(kb, tmp_path):
     assert len(model.calls) == 2
 
 
+class CalibratedEngine(DemoEngine):
+    """The same adapter after `python -m adapters.calibrate` gave its card a first-token bias."""
+
+    def adapters(self):
+        card = {"created": "2025-01-01T00:00:00", "first_token_bias": {"I don't know": -1.5}}
+        return [AdapterInfo(name="demo", card=card)]
+
+
+def test_calibrating_an_adapter_invalidates_its_cached_answers_only(kb, tmp_path):
+    _, store = kb
+    model = FakeChatModel(adapters=("demo",))
+    cache = tmp_path / "results.jsonl"
+    questions = load_questions(write_set(tmp_path / "qa.jsonl", QUESTIONS[:1]))
+    configs = [Config(), Config(adapter="demo")]
+    run_evaluation(make_engine(store, model), questions, configs, cache=ResultCache(cache))
+
+    engine = CalibratedEngine(Retriever(store, FakeEmbeddings(), top_k=3), model, abstain_threshold=0.0)
+    report = run_evaluation(engine, questions, configs, cache=ResultCache(cache))
+    assert len(model.calls) == 3 and report.cached == 1  # the base model's answer still counts
+
+
 class InterruptedModel(FakeChatModel):
     """Stands in for Ctrl-C: the third question asked raises KeyboardInterrupt."""
 

@@ -308,3 +308,31 @@ def test_next_token_logprobs_pick_the_first_token_greedy_generation_gives(chat, 
     assert not base.equal(other) and base.equal(lora_chat.next_token_logprobs(QUESTION))
     with pytest.raises(AdapterNotFoundError):
         chat.next_token_logprobs(QUESTION, adapter="b")
+
+
+def test_a_first_token_bias_moves_only_the_first_token_and_only_under_its_adapter(lora_chat):
+    import torch
+
+    from chatbot.generation import use_adapter
+
+    tokenizer = lora_chat.tokenizer
+    scores = lora_chat.next_token_logprobs(QUESTION, adapter="b")
+    # the likeliest token after greedy's own choice whose text encodes back to that token
+    token = next(
+        t
+        for t in scores.argsort(descending=True).tolist()[1:]
+        if lora_chat.get_token_ids(tokenizer.decode([t]))[:1] == [t]
+    )
+    lift = float(scores.max() - scores[token]) + 30.0  # applied at any later token, it would repeat this one
+    biased = lora_chat.model_copy(update={"first_token_bias": {"b": {tokenizer.decode([token]): lift}}})
+
+    answer = biased.invoke(QUESTION, adapter="b", max_new_tokens=6).content
+    prompt = biased._encode(QUESTION, return_tensors="pt")["input_ids"]
+    with use_adapter(lora_chat.model, "b"), torch.inference_mode():
+        rest = lora_chat.model.generate(
+            input_ids=torch.cat([prompt, torch.tensor([[token]])], dim=1), max_new_tokens=5, do_sample=False
+        )
+    assert answer == tokenizer.decode(rest[0, prompt.shape[1] :], skip_special_tokens=True)  # greedy after the first
+    assert answer != lora_chat.invoke(QUESTION, adapter="b", max_new_tokens=6).content
+    for adapter in (None, "default"):  # other adapters and the base model decode as before
+        assert biased.invoke(QUESTION, adapter=adapter).content == lora_chat.invoke(QUESTION, adapter=adapter).content
