@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from chatbot.sparse import terms
 
-_SENTENCE = re.compile(r"[^.!?\n]*[.!?\n]")
+_SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?](?=\d))*[.!?\n]")  # "6.0" does not end a sentence
 _ANSWER_MARK = re.compile(r"^\s*\**answer\**\s*:\**\s*", re.IGNORECASE | re.MULTILINE)
 _CITATION = re.compile(r"\[(\d+)\]")
 MIN_REPEAT_CHARS = 12

@@ -18,6 +18,13 @@ def test_short_repeats_like_list_markers_are_not_loops():
     assert cut_loop("1. Open Settings.\n2. Click Save.\n") == ("1. Open Settings.\n2. Click Save.\n", False)
 
 
+def test_a_list_of_decimal_numbers_is_not_a_loop():
+    # split at each "." these lines share the fragment "0** or later", which once cut the list after its first line
+    listed = "According to [2]:\n- WordPress **6.0** or later\n- WooCommerce **7.0** or later\n- PHP **7.4** or later\n"
+    assert cut_loop(listed) == (listed, False)
+    assert cut_loop(listed + "- WordPress **6.0** or later\n")[1] is True
+
+
 def test_chain_of_thought_shows_only_the_answer():
     assert visible_answer("Reasoning: [1] says so.") is None
     assert visible_answer("Reasoning: [1] says so.\nAnswer: Five days") == "Five days"
