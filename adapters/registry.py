@@ -100,7 +100,9 @@ def find(adapters: list[Adapter], name: str) -> Adapter:
 def write_card(folder: Path, card: dict[str, Any]) -> None:
     """Save a card as sorted JSON (a versioned format, like PEFT's own config)."""
     payload = {"format": CARD_FORMAT, **card}
-    (folder / CARD_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    staging = folder / f".{CARD_FILE}.tmp"  # a crash mid-write must not leave half a card behind
+    staging.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    staging.replace(folder / CARD_FILE)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
