@@ -73,8 +73,9 @@ def app_url(tmp_path, bundled_cache):
 
     port = free_port()
     env = {**os.environ, "RAG_QDRANT_PATH": str(settings.qdrant_path), "RAG_CACHE_DIR": str(settings.cache_dir)}
-    # `timeout` makes the server stop by itself even if this test process dies.
-    command = ["timeout", "300", sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.port", str(port)]
+    # `timeout` makes the server stop by itself even if this test process dies; it outlasts the
+    # test's own waits (120 + 120 + 30 + 480 s), so a slow run fails on a wait, not on a dead server.
+    command = ["timeout", "900", sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.port", str(port)]
     command += ["--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
     command += ["--server.fileWatcherType", "none"]  # nothing to reload; spare the two cores
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -84,7 +85,8 @@ def app_url(tmp_path, bundled_cache):
         yield url
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        output, _ = server.communicate(timeout=30)
+        print(f"streamlit server output (exit {server.returncode}):\n{output[-4000:]}")  # shown when the test fails
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (apt-get install chromium)")
@@ -122,7 +124,13 @@ def test_chat_and_compare_in_a_real_browser(app_url, tmp_path):
             question.fill(QUESTION)
             page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
             download = page.get_by_text("Download Markdown")
-            download.wait_for(timeout=4 * ANSWER_SECONDS * 1000)  # shown once every cell is done
+            try:
+                download.wait_for(timeout=4 * ANSWER_SECONDS * 1000)  # shown once every cell is done
+            except Exception:
+                page.screenshot(path=str(tmp_path / "compare-timeout.png"), full_page=True)
+                print(f"Compare never finished; the page as it was: {tmp_path / 'compare-timeout.png'}")
+                print(page.locator("body").inner_text()[-3000:])
+                raise
             cells = page.locator("[class*='st-key-cell-']")
             assert cells.count() == 4
             expect(cells.nth(1)).to_contain_text("Sources (4)")  # retrieval on: its sources
