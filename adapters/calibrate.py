@@ -46,8 +46,9 @@ def margins(engine: Any, questions: list[Any], adapter: str) -> dict[str, list[f
         if not state["abstain_reason"]:
             scores = chat_model.next_token_logprobs(state["messages"], adapter=adapter)
             margin = float(scores[refuse] - scores[answer])
-        found["answerable" if question.answerable else "unanswerable"].append(margin)
-        print(f"{question.id}\t{'answerable' if question.answerable else 'unanswerable'}\t{_show(margin)}")
+        kind = "answerable" if question.answerable else "unanswerable"
+        found[kind].append(margin)
+        print(f"{question.id}\t{kind}\t{_show(margin)}")
     return found
 
 
