@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.examples import REFUSAL
-from adapters.registry import read_adapter, write_card
+from adapters.registry import CARD_FILE, write_card
 from chatbot.errors import RagtuneError
 
 ANSWER_LEAD = "According"
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {b:+.2f}{mark} | {refused(found['unanswerable'], b):.2f} | {refused(found['answerable'], b):.2f} |")
     if args.dry_run:
         return 0
-    adapter = read_adapter(Path(info.path))
-    card = {key: value for key, value in adapter.card.items() if key != "format"}
+    folder = Path(info.path)
+    card = {key: value for key, value in info.card.items() if key != "format"}  # the card the engine read
     card["first_token_bias"] = {REFUSAL: -boundary}
     card["calibration"] = {
         "questions": str(args.questions),
@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         "refuses_unanswerable": round(refused(found["unanswerable"], boundary), 2),
         "false_refusals": round(refused(found["answerable"], boundary), 2),
     }
-    write_card(adapter.path, card)
-    print(f"wrote first_token_bias {{{REFUSAL!r}: {-boundary}}} to {adapter.path / 'ragtune.json'}")
+    write_card(folder, card)
+    print(f"wrote first_token_bias {{{REFUSAL!r}: {-boundary}}} to {folder / CARD_FILE}")
     return 0
 
 

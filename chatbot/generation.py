@@ -158,7 +158,10 @@ class LocalChatModel(BaseChatModel):
         return len(self._encode(messages)["input_ids"])
 
     def next_token_logprobs(self, messages: Sequence[BaseMessage], *, adapter: str | None = None) -> Any:
-        """Log-probabilities (a vocabulary-sized tensor) of the first token generated after `messages`."""
+        """Log-probabilities (a vocabulary-sized tensor) of the first token generated after `messages`.
+
+        The model's own, without `first_token_bias`: `adapters.calibrate` chooses the bias from them.
+        """
         import torch
 
         logits = self._forward(adapter, **self._encode(messages, return_tensors="pt")).logits
