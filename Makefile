@@ -43,9 +43,9 @@ lint: setup
 adapter: setup
 	$(BIN)/python -m chatbot
 	$(BIN)/rag-ingest $(KB)
-	$(BIN)/python -m adapters.examples data/training/seed_questions.jsonl --out data/training/support-rag.jsonl
+	$(BIN)/python -m adapters.training.examples data/training/seed_questions.jsonl --out data/training/support-rag.jsonl
 	$(BIN)/rag-train-adapter data/training/support-rag.jsonl --name support-rag --out data/adapters --steps 300
-	$(BIN)/python -m adapters.calibrate data/training/dev_qa.jsonl --adapter support-rag
+	$(BIN)/python -m adapters.training.calibrate data/training/dev_qa.jsonl --adapter support-rag
 
 bench: setup
 	$(BIN)/python bench/run.py

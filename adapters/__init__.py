@@ -1,1 +1,1 @@
-"""LoRA adapters: registry, load/toggle/merge, training."""
+"""LoRA adapter runtime: registry and cards, loading and toggling, pair encoding. Training sits apart in `adapters.training`, which stands on the engine."""

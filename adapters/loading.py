@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.registry import Adapter
-from chatbot.errors import AdapterNotFoundError
-from chatbot.models import first_line
+from chatbot.core.errors import AdapterNotFoundError, first_line
 
 
 def attach(model: Any, adapters: list[Adapter], base_model: str) -> tuple[Any, dict[str, str]]:

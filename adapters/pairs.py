@@ -2,7 +2,7 @@
 
 A line is either a whole conversation, `{"messages": [..., {"role": "assistant", ...}]}`,
 or a question the engine would be asked, `{"question", "answer", "context"?, "strategy"?}`.
-The second kind is rendered with the engine's own prompt builder (`chatbot.prompts`), so
+The second kind is rendered with the engine's own prompt builder (`chatbot.rag.prompts`), so
 the adapter learns on exactly the prompts it will see: with `context` (a list of
 `{"title", "section", "text"}` passages) it gets the RAG prompt, without it the plain one.
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatbot.errors import TrainingDataError
-from chatbot.prompts import Examples, Passage, build_messages, chat_dicts, parse_strategy
+from chatbot.core.errors import TrainingDataError
+from chatbot.rag.prompts import Examples, Passage, build_messages, chat_dicts, parse_strategy
 
 IGNORE = -100  # the label value that PyTorch's cross-entropy skips
 ROLES = {"system", "user", "assistant"}

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chatbot.config import Settings
-from chatbot.errors import AdapterNotFoundError
+from chatbot.core.config import Settings
+from chatbot.core.errors import AdapterNotFoundError
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "adapters"
 CONFIG_FILE = "adapter_config.json"
@@ -120,3 +120,14 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _same_model(left: str, right: str) -> bool:
     # A card may name a hub id and the engine a local folder of the same model: compare the last part.
     return left.rstrip("/").rsplit("/", 1)[-1].lower() == right.rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """A registered LoRA adapter: its card, and whether it is loaded (if not, `problem` says why)."""
+
+    name: str
+    card: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+    loaded: bool = True
+    problem: str | None = None

@@ -1,6 +1,6 @@
 """How much of a question's `must_include` each shape of extractive answer could hold.
 
-The adapter's answers copy words from the retrieved passages (adapters/examples.py), so
+The adapter's answers copy words from the retrieved passages (adapters/training/examples.py), so
 what it can score is bounded by which words it copies. For each answerable question of a
 set this takes the engine's top-k passages and scores, as must-include recall, answers cut
 to N words that are:
@@ -22,13 +22,13 @@ from pathlib import Path
 
 from common import table
 
-from chatbot.config import Settings
-from chatbot.metrics import term_recall
-from chatbot.models import load_embeddings
-from chatbot.questions import load_questions
-from chatbot.retrieval import Retriever
-from chatbot.sparse import terms
-from chatbot.store import Store
+from chatbot.core.config import Settings
+from chatbot.eval.metrics import term_recall
+from chatbot.eval.questions import load_questions
+from chatbot.llm.loading import load_embeddings
+from chatbot.rag.retrieval import Retriever
+from chatbot.rag.sparse import terms
+from chatbot.rag.store import Store
 
 WORDS = (30, 60, 90)
 

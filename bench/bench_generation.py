@@ -36,12 +36,12 @@ from common import (
 )
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from chatbot.config import Settings
+from chatbot.core.config import Settings
 from chatbot.engine import ChatEngine
-from chatbot.generation import LocalChatModel, build_chat_model, use_adapter
-from chatbot.models import load_embeddings, load_generator
-from chatbot.prompts import Examples, Passage, Strategy, build_messages
-from chatbot.retrieval import Retriever
+from chatbot.llm.loading import load_embeddings, load_generator
+from chatbot.llm.local import LocalChatModel, build_chat_model, use_adapter
+from chatbot.rag.prompts import Examples, Passage, Strategy, build_messages
+from chatbot.rag.retrieval import Retriever
 
 TARGETS = (200, 1500)  # prompt sizes in the generator's tokens
 HEADERS = ("model", "prompt tok", "output tok", "wait ms", "TTFT ms", "decode tok/s", "TTFT vs base", "tok/s vs base")

@@ -19,9 +19,9 @@ from typing import Any
 
 from common import ROOT, SHARED_NOTE, emit, machine_line, parse_args, table, timed
 
-from chatbot.config import Settings
-from chatbot.models import embed_model_name, embed_model_path, embed_token_counter, load_embeddings
-from chatbot.store import Store
+from chatbot.core.config import Settings
+from chatbot.llm.loading import embed_model_name, embed_model_path, embed_token_counter, load_embeddings
+from chatbot.rag.store import Store
 from ingest.loaders import load_file
 from ingest.pipeline import discover_files, run_ingest
 from ingest.split import ChunkerSettings, embed_text, split_documents

@@ -19,8 +19,8 @@ from typing import Any
 
 from common import SHARED_NOTE, emit, machine_line, parse_args, table, timed
 
-from chatbot.config import Settings
-from chatbot.models import bundled_gguf_path, convert_gguf, generator_cache_dir, load_embeddings, load_generator
+from chatbot.core.config import Settings
+from chatbot.llm.loading import bundled_gguf_path, convert_gguf, generator_cache_dir, load_embeddings, load_generator
 
 HEADERS = ("step", "seconds", "vs cached generator load")
 

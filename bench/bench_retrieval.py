@@ -36,11 +36,11 @@ from common import (
 )
 from langchain_core.embeddings import Embeddings
 
-from chatbot.config import Settings
-from chatbot.models import load_embeddings
-from chatbot.retrieval import RetrievalMode, Retriever
-from chatbot.sparse import document_vector
-from chatbot.store import ChunkPoint, Store
+from chatbot.core.config import Settings
+from chatbot.llm.loading import load_embeddings
+from chatbot.rag.retrieval import RetrievalMode, Retriever
+from chatbot.rag.sparse import document_vector
+from chatbot.rag.store import ChunkPoint, Store
 
 DIM = 384  # all-MiniLM-L6-v2, the bundled embedding model
 K = 4

@@ -109,8 +109,8 @@ def sample_questions(count: int) -> list[str]:
 
 def sample_chunks() -> list[Any]:
     """data/kb cut into chunks exactly as `rag-ingest` cuts it (Documents with title and section)."""
-    from chatbot.config import Settings
-    from chatbot.models import embed_token_counter
+    from chatbot.core.config import Settings
+    from chatbot.llm.loading import embed_token_counter
     from ingest.loaders import load_file
     from ingest.pipeline import discover_files
     from ingest.split import ChunkerSettings, split_documents
@@ -123,8 +123,8 @@ def sample_chunks() -> list[Any]:
 
 def ingest_sample_kb(folder: Path, embeddings: Any) -> Any:
     """A `Store` over a fresh local Qdrant folder holding data/kb, ingested the way `rag-ingest` does it."""
-    from chatbot.config import Settings
-    from chatbot.store import Store
+    from chatbot.core.config import Settings
+    from chatbot.rag.store import Store
     from ingest.pipeline import ingest_paths
 
     settings = Settings(qdrant_path=folder)

@@ -26,10 +26,10 @@ from typing import Any
 
 from common import ROOT, SHARED_NOTE, emit, machine_line, table
 
-from chatbot.config import Settings
-from chatbot.models import load_embeddings
-from chatbot.retrieval import Hit, RetrievalMode, Retriever
-from chatbot.store import Store
+from chatbot.core.config import Settings
+from chatbot.llm.loading import load_embeddings
+from chatbot.rag.retrieval import Hit, RetrievalMode, Retriever
+from chatbot.rag.store import Store
 from ingest.pipeline import ingest_paths
 
 K = 5

@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from chatbot.config import Settings
-from chatbot.errors import ModelNotFoundError, RagtuneError, SettingsError
+from chatbot.core.config import Settings
+from chatbot.core.errors import ModelNotFoundError, RagtuneError, SettingsError
 
 __all__ = ["ModelNotFoundError", "RagtuneError", "Settings", "SettingsError", "build_engine"]
 

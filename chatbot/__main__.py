@@ -5,9 +5,9 @@ Exits 1 with a one-line message when a setting or a model is wrong.
 
 import sys
 
-from chatbot.config import Settings
-from chatbot.errors import RagtuneError
-from chatbot.models import embed_model_path, ensure_generator_cache
+from chatbot.core.config import Settings
+from chatbot.core.errors import RagtuneError
+from chatbot.llm.loading import embed_model_path, ensure_generator_cache
 
 
 def main() -> None:

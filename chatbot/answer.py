@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatbot.retrieval import Hit
+from chatbot.rag.retrieval import Hit
 
 
 @dataclass
@@ -45,14 +45,3 @@ class Answer:
             "citations_added": self.citations_added,
             "usage": self.usage,
         }
-
-
-@dataclass(frozen=True)
-class AdapterInfo:
-    """A registered LoRA adapter: its card, and whether it is loaded (if not, `problem` says why)."""
-
-    name: str
-    card: dict[str, Any] = field(default_factory=dict)
-    path: str | None = None
-    loaded: bool = True
-    problem: str | None = None

@@ -22,24 +22,33 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableLambda
 
-from chatbot.answer import AdapterInfo, Answer
-from chatbot.config import Settings
-from chatbot.errors import AdapterNotFoundError, InvalidOptionError
-from chatbot.parse import cited_numbers, cut_loop, is_refusal, split_reasoning, supporting_passages, visible_answer
-from chatbot.prompts import Examples, Passage, Strategy, build_messages, chat_dicts, heading_path, parse_strategy
-from chatbot.retrieval import Hit, Retriever
+from adapters.registry import AdapterInfo
+from chatbot.answer import Answer
+from chatbot.core.config import Settings
+from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError
+from chatbot.core.text import heading_path
+from chatbot.rag.postprocess import (
+    cited_numbers,
+    cut_loop,
+    is_refusal,
+    split_reasoning,
+    supporting_passages,
+    visible_answer,
+)
+from chatbot.rag.prompts import Examples, Passage, Strategy, build_messages, chat_dicts, parse_strategy
+from chatbot.rag.retrieval import Hit, Retriever
 
 if TYPE_CHECKING:
-    from chatbot.generation import LocalChatModel
-    from chatbot.remote import RemoteChatModel
-    from chatbot.store import Store
+    from chatbot.llm.local import LocalChatModel
+    from chatbot.llm.remote import RemoteChatModel
+    from chatbot.rag.store import Store
 
 # Best-passage cosine under which the engine abstains. On data/kb_qa.jsonl (bench/eval_retrieval.py)
 # it keeps all 43 answerable questions and refuses 3 of 6 unanswerable ones; calibrate per knowledge base.
 ABSTAIN_THRESHOLD = 0.40
 DONT_KNOW = "I don't know. The help centre does not seem to cover this."
 STOP = ["\nQuestion:", "<context>"]
-SERVED_PREFIX = "served:"  # next to a local model, `adapter="served:<name>"` asks the served model (chatbot.remote)
+SERVED_PREFIX = "served:"  # next to a local model, `adapter="served:<name>"` asks the served model (chatbot.llm.remote)
 _FOLLOW_UP = re.compile(r"\b(it|its|that|this|those|these|they|them|there|one|same|instead|also)\b", re.IGNORECASE)
 
 History = Sequence[BaseMessage | tuple[str, str] | dict[str, str]]
@@ -357,8 +366,8 @@ def build_engine(settings: Settings, *, require_collection: bool = True) -> Chat
     With `RAG_LLM_BASE_URL` the served model answers and its adapters are picked by name; with
     `RAG_LOCAL_LLM` as well, the local model answers and the served ones are adapters "served:<name>".
     """
-    from chatbot.models import load_embeddings
-    from chatbot.store import Store
+    from chatbot.llm.loading import load_embeddings
+    from chatbot.rag.store import Store
 
     store = Store.open(settings)
     try:
@@ -366,7 +375,7 @@ def build_engine(settings: Settings, *, require_collection: bool = True) -> Chat
             store.require_points()  # fail in a second, before the models take their seconds to load
         served = None
         if settings.llm_base_url:
-            from chatbot.remote import build_remote_chat_model, remote_adapters, served_adapter_infos
+            from chatbot.llm.remote import build_remote_chat_model, remote_adapters, served_adapter_infos
 
             served = build_remote_chat_model(settings, max_new_tokens=160)  # a server that is down fails here
         retriever = Retriever(store, load_embeddings(settings), top_k=settings.top_k)
@@ -383,8 +392,8 @@ def build_engine(settings: Settings, *, require_collection: bool = True) -> Chat
 
 
 def _local_chat_model(settings: Settings) -> tuple[LocalChatModel, list[AdapterInfo]]:
-    from chatbot.generation import build_chat_model  # imports torch
-    from chatbot.models import load_generator
+    from chatbot.llm.loading import load_generator
+    from chatbot.llm.local import build_chat_model  # imports torch
 
     local = load_generator(settings)
     model, adapters = load_adapters(settings, local)

@@ -11,9 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from chatbot.config import Settings
-from chatbot.errors import RagtuneError, SettingsError
-from chatbot.store import Store
+from chatbot.core.config import Settings
+from chatbot.core.errors import RagtuneError, SettingsError
+from chatbot.rag.store import Store
 from ingest.loaders import SUPPORTED_SUFFIXES
 from ingest.pipeline import MAX_FILE_BYTES, IngestReport, ingest_paths
 

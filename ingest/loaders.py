@@ -21,7 +21,7 @@ import yaml
 from bs4 import BeautifulSoup
 from langchain_core.documents import Document
 
-from chatbot.errors import LoadError
+from chatbot.core.errors import LoadError
 from ingest.clean import clean_mdx, html_to_markdown, rows_to_markdown, split_fences, tidy
 
 _FORMAT_BY_SUFFIX = {

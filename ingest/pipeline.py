@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatbot import sparse
-from chatbot.config import Settings
-from chatbot.errors import LoadError
-from chatbot.models import embed_model_name, embed_token_counter, load_embeddings
-from chatbot.store import ChunkPoint, Store
+from chatbot.core.config import Settings
+from chatbot.core.errors import LoadError
+from chatbot.llm.loading import embed_model_name, embed_token_counter, load_embeddings
+from chatbot.rag import sparse
+from chatbot.rag.store import ChunkPoint, Store
 from ingest.loaders import SUPPORTED_SUFFIXES, load_file
 from ingest.split import ChunkerSettings, TokenCounter, embed_text, split_documents
 

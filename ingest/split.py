@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from langchain_core.documents import Document
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 
-from chatbot.prompts import heading_path
+from chatbot.core.text import heading_path
 
 CHUNKER_VERSION = 1
 _HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")]

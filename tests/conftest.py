@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from chatbot.config import Settings
+from chatbot.core.config import Settings
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -14,7 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def bundled_cache(tmp_path_factory):
     """The bundled generator converted from its GGUF once per test session: (settings, folder, seconds)."""
-    from chatbot import models
+    from chatbot.llm import loading as models
 
     settings = Settings(cache_dir=tmp_path_factory.mktemp("cache"))
     path, seconds = models.ensure_generator_cache(settings)
@@ -24,7 +24,7 @@ def bundled_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def bundled_generator(bundled_cache):
     """The real SmolLM2, loaded once per test session from the converted cache."""
-    from chatbot import models
+    from chatbot.llm import loading as models
 
     return models.load_generator(bundled_cache[0])
 
@@ -34,7 +34,7 @@ def tiny_folder(tmp_path_factory):
     """A tiny Llama written as GGUF and converted the way the bundled model is: built once per session."""
     from gguf_fixture import write_tiny_llama_gguf
 
-    from chatbot import models
+    from chatbot.llm import loading as models
 
     folder = tmp_path_factory.mktemp("tiny")
     write_tiny_llama_gguf(folder / "tiny.gguf")

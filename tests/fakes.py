@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
-from chatbot.errors import AdapterNotFoundError
+from chatbot.core.errors import AdapterNotFoundError
 
 
 class FakeEmbeddings(Embeddings):

@@ -10,20 +10,20 @@ from fakes import FakeEmbeddings
 from gguf_fixture import tiny_model
 from qdrant_client import QdrantClient
 
-from adapters import cli_train
-from adapters.calibrate import best_boundary, refused
 from adapters.loading import attach, merge
 from adapters.pairs import IGNORE, Pair, encode, load_pairs
-from adapters.registry import Adapter, discover, find, read_adapter, write_card
-from adapters.train import TrainConfig, train
-from chatbot import models
-from chatbot.config import Settings
-from chatbot.engine import AdapterInfo, ChatEngine
-from chatbot.errors import AdapterNotFoundError, TrainingDataError
-from chatbot.generation import LocalChatModel
-from chatbot.models import LocalModel
-from chatbot.retrieval import Retriever
-from chatbot.store import Store
+from adapters.registry import Adapter, AdapterInfo, discover, find, read_adapter, write_card
+from adapters.training import cli as cli_train
+from adapters.training.calibrate import best_boundary, refused
+from adapters.training.train import TrainConfig, train
+from chatbot.core.config import Settings
+from chatbot.core.errors import AdapterNotFoundError, TrainingDataError
+from chatbot.engine import ChatEngine
+from chatbot.llm import loading as models
+from chatbot.llm.loading import LocalModel
+from chatbot.llm.local import LocalChatModel
+from chatbot.rag.retrieval import Retriever
+from chatbot.rag.store import Store
 
 pytestmark = pytest.mark.model
 
@@ -246,7 +246,7 @@ def test_training_lowers_the_loss_and_writes_a_loadable_adapter_with_its_card(ti
 def test_an_interrupted_training_resumes_to_the_same_adapter(tiny_folder, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from adapters import train as train_module
+    from adapters.training import train as train_module
 
     pairs = [Pair(PROMPT, f"Answer number {i}.", i) for i in range(8)]
     _train(tiny_folder, tmp_path / "straight" / "x", pairs)

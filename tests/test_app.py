@@ -14,11 +14,12 @@ from fakes import FakeChatModel, FakeEmbeddings
 from qdrant_client import QdrantClient
 from streamlit.testing.v1 import AppTest
 
-from chatbot.config import Settings
-from chatbot.engine import AdapterInfo, ChatEngine
-from chatbot.errors import StoreLockedError
-from chatbot.retrieval import Retriever
-from chatbot.store import Store
+from adapters.registry import AdapterInfo
+from chatbot.core.config import Settings
+from chatbot.core.errors import StoreLockedError
+from chatbot.engine import ChatEngine
+from chatbot.rag.retrieval import Retriever
+from chatbot.rag.store import Store
 from ingest.pipeline import ingest_paths
 from ui import common, uploads
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.config import Settings
-from chatbot.store import Store
+from chatbot.core.config import Settings
+from chatbot.rag.store import Store
 from ingest.pipeline import ingest_paths
 
 pytestmark = pytest.mark.browser

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from chatbot import models
-from chatbot.config import Settings
+from chatbot.core.config import Settings
+from chatbot.llm import loading as models
 
 pytestmark = pytest.mark.integration
 

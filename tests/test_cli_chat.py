@@ -9,9 +9,10 @@ import pytest
 from fakes import FakeChatModel, FakeEmbeddings, count_words
 from qdrant_client import QdrantClient
 
-from chatbot import cli_chat, engine
-from chatbot.retrieval import Retriever
-from chatbot.store import Store
+from chatbot import engine
+from chatbot.cli import chat as cli_chat
+from chatbot.rag.retrieval import Retriever
+from chatbot.rag.store import Store
 from ingest.pipeline import run_ingest
 
 

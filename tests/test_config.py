@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.config import Settings
-from chatbot.errors import SettingsError
+from chatbot.core.config import Settings
+from chatbot.core.errors import SettingsError
 
 
 def test_defaults_match_the_design():

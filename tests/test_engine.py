@@ -7,12 +7,12 @@ from fakes import FakeChatModel, FakeEmbeddings, count_words
 from langchain_core.messages import HumanMessage, SystemMessage
 from qdrant_client import QdrantClient
 
+from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError
 from chatbot.engine import Answer, ChatEngine
-from chatbot.errors import AdapterNotFoundError, InvalidOptionError
-from chatbot.parse import split_reasoning
-from chatbot.prompts import Examples, Passage, Strategy, build_messages
-from chatbot.retrieval import Retriever
-from chatbot.store import Store
+from chatbot.rag.postprocess import split_reasoning
+from chatbot.rag.prompts import Examples, Passage, Strategy, build_messages
+from chatbot.rag.retrieval import Retriever
+from chatbot.rag.store import Store
 from ingest.pipeline import run_ingest
 from ingest.split import ChunkerSettings
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from chatbot import models
-from chatbot.config import Settings
+from chatbot.core.config import Settings
 from chatbot.engine import ChatEngine, load_adapters
-from chatbot.generation import build_chat_model
-from chatbot.retrieval import Retriever
-from chatbot.store import Store
+from chatbot.llm import loading as models
+from chatbot.llm.local import build_chat_model
+from chatbot.rag.retrieval import Retriever
+from chatbot.rag.store import Store
 from ingest.pipeline import ingest_paths
 
 pytestmark = pytest.mark.integration

@@ -10,16 +10,18 @@ import pytest
 from fakes import FakeChatModel, FakeEmbeddings, count_words
 from qdrant_client import QdrantClient
 
-from chatbot import cli_eval, engine
-from chatbot.engine import AdapterInfo, ChatEngine
-from chatbot.errors import AdapterNotFoundError, QuestionSetError
-from chatbot.evaluation import Config, ResultCache, default_configs, load_questions, run_evaluation, write_report
-from chatbot.metrics import groundedness, own_citations, percentile, retrieval_scores, term_recall
-from chatbot.parse import is_refusal
-from chatbot.questions import Question
-from chatbot.report import Report, Result
-from chatbot.retrieval import Retriever
-from chatbot.store import Store
+from adapters.registry import AdapterInfo
+from chatbot import engine
+from chatbot.cli import evaluate as cli_eval
+from chatbot.core.errors import AdapterNotFoundError, QuestionSetError
+from chatbot.engine import ChatEngine
+from chatbot.eval.metrics import groundedness, own_citations, percentile, retrieval_scores, term_recall
+from chatbot.eval.questions import Question
+from chatbot.eval.report import Report, Result
+from chatbot.eval.run import Config, ResultCache, default_configs, load_questions, run_evaluation, write_report
+from chatbot.rag.postprocess import is_refusal
+from chatbot.rag.retrieval import Retriever
+from chatbot.rag.store import Store
 from ingest.pipeline import run_ingest
 
 PAGES = {
@@ -306,7 +308,7 @@ def test_re_ingesting_a_changed_document_invalidates_the_cache(kb, tmp_path):
 
 
 class CalibratedEngine(DemoEngine):
-    """The same adapter after `python -m adapters.calibrate` gave its card a first-token bias."""
+    """The same adapter after `python -m adapters.training.calibrate` gave its card a first-token bias."""
 
     def adapters(self):
         card = {"created": "2025-01-01T00:00:00", "first_token_bias": {"I don't know": -1.5}}
@@ -429,7 +431,7 @@ def test_write_report_returns_the_paths(tmp_path):
 
 def test_importing_the_evaluation_loads_neither_torch_nor_matplotlib():
     code = (
-        "import sys, chatbot.evaluation, chatbot.cli_eval\n"
+        "import sys, chatbot.eval.run, chatbot.cli.evaluate\n"
         "print(sorted(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

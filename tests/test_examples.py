@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.examples import REFUSAL, _excerpt, _holds, _lead, _words, build_pairs, load_seeds
-from chatbot.errors import TrainingDataError
-from chatbot.questions import load_questions
-from chatbot.retrieval import Hit
+from adapters.training.examples import REFUSAL, _excerpt, _holds, _lead, _words, build_pairs, load_seeds
+from chatbot.core.errors import TrainingDataError
+from chatbot.eval.questions import load_questions
+from chatbot.rag.retrieval import Hit
 
 
 def _hit(source: str, number: int, text: str) -> Hit:

@@ -17,9 +17,9 @@ import pytest
 from gguf_fixture import tiny_model as _tiny_model
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from chatbot import models
-from chatbot.errors import AdapterNotFoundError, InvalidOptionError, RagtuneError
-from chatbot.generation import LocalChatModel, _StopStrings, build_chat_model
+from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError, RagtuneError
+from chatbot.llm import loading as models
+from chatbot.llm.local import LocalChatModel, _StopStrings, build_chat_model
 
 pytestmark = pytest.mark.model
 
@@ -275,7 +275,7 @@ def test_an_error_inside_generation_reaches_the_caller(chat, monkeypatch):
 
 
 def test_importing_the_module_does_not_import_torch():
-    code = "import sys, chatbot.generation; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    code = "import sys, chatbot.llm.local; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
@@ -313,7 +313,7 @@ def test_next_token_logprobs_pick_the_first_token_greedy_generation_gives(chat, 
 def test_a_first_token_bias_moves_only_the_first_token_and_only_under_its_adapter(lora_chat):
     import torch
 
-    from chatbot.generation import use_adapter
+    from chatbot.llm.local import use_adapter
 
     tokenizer = lora_chat.tokenizer
     scores = lora_chat.next_token_logprobs(QUESTION, adapter="b")

@@ -7,7 +7,7 @@ import sys
 def test_importing_the_packages_does_not_import_torch():
     code = (
         "import sys\n"
-        "import chatbot, chatbot.config, chatbot.models, chatbot.engine, chatbot.generation, chatbot.cli_chat\n"
+        "import chatbot, chatbot.core.config, chatbot.llm.loading, chatbot.engine, chatbot.llm.local, chatbot.cli.chat\n"
         "import ingest, ingest.cli, adapters, ui\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'sentence_transformers', 'streamlit') if m in sys.modules)\n"
         "print(','.join(heavy))\n"

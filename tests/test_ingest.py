@@ -8,9 +8,9 @@ import pytest
 from fakes import FakeEmbeddings, count_words
 from qdrant_client import QdrantClient
 
-from chatbot.config import Settings
-from chatbot.errors import FingerprintMismatchError, StoreLockedError
-from chatbot.store import Store, open_client
+from chatbot.core.config import Settings
+from chatbot.core.errors import FingerprintMismatchError, StoreLockedError
+from chatbot.rag.store import Store, open_client
 from ingest import pipeline
 from ingest.pipeline import run_ingest
 from ingest.split import ChunkerSettings

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from langchain_core.documents import Document
 
-from chatbot.errors import LoadError
+from chatbot.core.errors import LoadError
 from ingest.loaders import SUPPORTED_SUFFIXES, load_file
 
 PLAUSIBLE = Path(__file__).resolve().parents[2] / "shared/kb/plausible"

@@ -7,9 +7,9 @@ import json
 import pytest
 from gguf_fixture import write_tiny_llama_gguf
 
-from chatbot import models
-from chatbot.config import Settings
-from chatbot.errors import ModelNotFoundError
+from chatbot.core.config import Settings
+from chatbot.core.errors import ModelNotFoundError
+from chatbot.llm import loading as models
 
 
 def test_the_bundled_embedding_model_is_found_in_its_package():

@@ -1,6 +1,6 @@
 """Worked examples of the parse step: loop cutting, chain-of-thought display, citation attribution."""
 
-from chatbot.parse import cited_numbers, cut_loop, split_reasoning, supporting_passages, visible_answer
+from chatbot.rag.postprocess import cited_numbers, cut_loop, split_reasoning, supporting_passages, visible_answer
 
 
 def test_a_repeated_sentence_is_cut_where_it_starts_again():

@@ -15,15 +15,15 @@ from fakes import FakeChatModel, FakeEmbeddings, count_words
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from qdrant_client import QdrantClient
 
-from chatbot.answer import AdapterInfo
-from chatbot.config import Settings
+from adapters.registry import AdapterInfo
+from chatbot.core.config import Settings
+from chatbot.core.errors import AdapterNotFoundError, ModelNotFoundError, RagtuneError
 from chatbot.engine import ChatEngine, build_engine
-from chatbot.errors import AdapterNotFoundError, ModelNotFoundError, RagtuneError
-from chatbot.prompts import Examples, Strategy, build_messages
-from chatbot.remote import RemoteChatModel, build_remote_chat_model, remote_adapters, served_adapter_infos
-from chatbot.remote_tokens import EstimateTokenizer, load_tokenizer
-from chatbot.retrieval import Retriever
-from chatbot.store import Store
+from chatbot.llm.remote import RemoteChatModel, build_remote_chat_model, remote_adapters, served_adapter_infos
+from chatbot.llm.tokens import EstimateTokenizer, load_tokenizer
+from chatbot.rag.prompts import Examples, Strategy, build_messages
+from chatbot.rag.retrieval import Retriever
+from chatbot.rag.store import Store
 from ingest.pipeline import run_ingest
 from ingest.split import ChunkerSettings
 
@@ -231,7 +231,8 @@ def fake_adapter_folder(root, name: str) -> None:
 @pytest.fixture
 def offline_models(monkeypatch):
     """build_engine with fake embeddings and, for the local side, a fake generator (records its settings)."""
-    from chatbot import engine, models
+    from chatbot import engine
+    from chatbot.llm import loading as models
 
     loaded: list[Settings] = []
 

@@ -10,11 +10,11 @@ import pytest
 from fakes import FakeEmbeddings, count_words
 from qdrant_client import QdrantClient
 
-from chatbot import cli_search
-from chatbot.config import Settings
-from chatbot.errors import CollectionMissingError, InvalidOptionError
-from chatbot.retrieval import Hit, RetrievalMode, Retriever
-from chatbot.store import Store
+from chatbot.cli import search as cli_search
+from chatbot.core.config import Settings
+from chatbot.core.errors import CollectionMissingError, InvalidOptionError
+from chatbot.rag.retrieval import Hit, RetrievalMode, Retriever
+from chatbot.rag.store import Store
 from ingest.pipeline import fingerprint, run_ingest
 from ingest.split import ChunkerSettings
 

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient
 
-from chatbot import store as store_module
-from chatbot.config import Settings
-from chatbot.errors import CollectionMissingError, StoreError
-from chatbot.store import ChunkPoint, Store
+from chatbot.core.config import Settings
+from chatbot.core.errors import CollectionMissingError, StoreError
+from chatbot.rag import store as store_module
+from chatbot.rag.store import ChunkPoint, Store
 
 FINGERPRINT = {"embed_model": "fake", "dim": 4, "chunker": {"chunk_tokens": 60, "overlap_tokens": 5}}
 SERVER = Settings.from_env().qdrant_url  # the one place a test looks at the environment: Settings reads it

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from chatbot.engine import Answer
-from chatbot.retrieval import Hit
+from chatbot.rag.retrieval import Hit
 from ui.common import Options, timing_text
 from ui.comparison import base_of, grid, similarity, to_json, to_markdown, word_diff
 from ui.uploads import MAX_UPLOAD_BYTES, UploadError, clean_name, save_upload

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from chatbot.errors import RagtuneError
+from chatbot.core.errors import RagtuneError
 from ui.common import (
     MODES,
     NO_DOCUMENTS,

@@ -17,11 +17,12 @@ from typing import Any
 
 import streamlit as st
 
-from chatbot.config import Settings
+from chatbot.core.config import Settings
+from chatbot.core.errors import RagtuneError
+from chatbot.core.text import heading_path
 from chatbot.engine import Answer, ChatEngine, build_engine
-from chatbot.errors import RagtuneError
-from chatbot.prompts import Strategy, heading_path
-from chatbot.retrieval import RetrievalMode
+from chatbot.rag.prompts import Strategy
+from chatbot.rag.retrieval import RetrievalMode
 
 STRATEGY_LABELS = {
     Strategy.ZERO_SHOT.value: "Zero-shot",

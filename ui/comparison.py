@@ -6,8 +6,8 @@ import difflib
 import json
 from dataclasses import dataclass
 
+from chatbot.core.text import heading_path
 from chatbot.engine import Answer
-from chatbot.prompts import heading_path
 from ui.common import STRATEGY_LABELS, Options, timing_text
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from chatbot.errors import RagtuneError
+from chatbot.core.errors import RagtuneError
 
 KB_DIR = Path("data/kb")  # the folder `rag-ingest data/kb` ingests; relative to where the app runs
 UPLOADS = "uploads"  # subfolder of KB_DIR that uploads go to

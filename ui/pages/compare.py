@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from chatbot.errors import RagtuneError
+from chatbot.core.errors import RagtuneError
 from ui.common import STRATEGY_LABELS, engine_or_stop, loaded_adapters, render_details, stream_answer
 from ui.comparison import Cell, base_of, grid, similarity, to_json, to_markdown, word_diff
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from chatbot import evaluation
-from chatbot.config import Settings
-from chatbot.metrics import METRICS
-from chatbot.questions import Question
-from chatbot.report_render import DECIMALS
+from chatbot.core.config import Settings
+from chatbot.eval.metrics import METRICS
+from chatbot.eval.questions import Question
+from chatbot.eval.render import DECIMALS
+from chatbot.eval.run import ResultCache, default_configs, load_questions, run_evaluation, write_report
 from ui.common import engine_or_stop, run_guarded, show_error
 from ui.uploads import MAX_UPLOAD_MB, UploadError, clean_name
 
@@ -33,7 +33,7 @@ engine = engine_or_stop()
 def read_questions(upload) -> tuple[list[Question], str] | None:
     """The uploaded question set, or the sample one; its errors (with line numbers) shown as messages."""
     if upload is None:
-        return run_guarded(lambda: (evaluation.load_questions(DEFAULT_QUESTIONS), str(DEFAULT_QUESTIONS)))
+        return run_guarded(lambda: (load_questions(DEFAULT_QUESTIONS), str(DEFAULT_QUESTIONS)))
     try:
         name = clean_name(upload.name)
         if not name.endswith(".jsonl") or upload.size > MAX_UPLOAD_MB * 1024 * 1024:
@@ -44,7 +44,7 @@ def read_questions(upload) -> tuple[list[Question], str] | None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / name  # under its own name, so an error says "my-set.jsonl, line 3"
         path.write_bytes(upload.getvalue())
-        return run_guarded(lambda: (evaluation.load_questions(path), name))
+        return run_guarded(lambda: (load_questions(path), name))
 
 
 def table(summary: dict):
@@ -80,7 +80,7 @@ with st.form("evaluate"):
 
 if submitted:
     loaded = read_questions(upload)
-    configs = run_guarded(lambda: evaluation.default_configs(engine, tuple(axes)))
+    configs = run_guarded(lambda: default_configs(engine, tuple(axes)))
     if loaded is not None and configs is not None:
         questions, name = loaded
         questions = questions[:limit] if limit else questions
@@ -89,16 +89,14 @@ if submitted:
         def progress(done: int, total: int, config) -> None:
             bar.progress(done / total, text=f"{config.label}: {done} of {total} answers")
 
-        cache = evaluation.ResultCache(Settings.from_env().cache_dir / "eval" / "results.jsonl")
+        cache = ResultCache(Settings.from_env().cache_dir / "eval" / "results.jsonl")
         report = run_guarded(
-            lambda: evaluation.run_evaluation(
-                engine, questions, configs, cache=cache, progress=progress, question_set=name
-            )
+            lambda: run_evaluation(engine, questions, configs, cache=cache, progress=progress, question_set=name)
         )
         bar.empty()
         if report is not None:
             with tempfile.TemporaryDirectory() as folder:
-                paths = evaluation.write_report(report, folder)
+                paths = write_report(report, folder)
                 files = {kind: path.read_bytes() for kind, path in paths.items()}
             st.session_state.evaluation = {"summary": report.summary(), "files": files, "fresh": cache.written}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from chatbot.config import Settings
+from chatbot.core.config import Settings
 from ingest.pipeline import IngestReport, ingest_paths
 from ui import uploads
 from ui.common import engine_or_stop, ingest_lock, run_guarded, show_error

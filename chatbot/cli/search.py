@@ -10,11 +10,11 @@ import argparse
 import json
 import sys
 
-from chatbot.config import TOP_K_RANGE, Settings
-from chatbot.errors import InvalidOptionError, RagtuneError, SettingsError
-from chatbot.models import load_embeddings
-from chatbot.retrieval import Hit, RetrievalMode, Retriever
-from chatbot.store import Store
+from chatbot.core.config import TOP_K_RANGE, Settings
+from chatbot.core.errors import InvalidOptionError, RagtuneError, SettingsError
+from chatbot.llm.loading import load_embeddings
+from chatbot.rag.retrieval import Hit, RetrievalMode, Retriever
+from chatbot.rag.store import Store
 
 PREVIEW_CHARS = 160
 

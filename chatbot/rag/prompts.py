@@ -1,6 +1,6 @@
 """Engineered prompts: zero-shot, few-shot and chain-of-thought, with or without retrieved context.
 
-The text lives in `chatbot/prompts/*.txt` and the few-shot examples in a JSON file
+The text lives in `chatbot/rag/templates/*.txt` and the few-shot examples in a JSON file
 that can be swapped per knowledge base; this module only assembles them with
 LangChain prompt templates. Retrieved passages go into the *user* turn, numbered
 and fenced in <context> tags, while the rules stay alone in the system turn: a
@@ -22,9 +22,10 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
-from chatbot.errors import InvalidOptionError
+from chatbot.core.errors import InvalidOptionError
+from chatbot.core.text import heading_path
 
-PROMPTS_DIR = Path(__file__).with_name("prompts")
+PROMPTS_DIR = Path(__file__).with_name("templates")
 DEFAULT_EXAMPLES = PROMPTS_DIR / "few_shot.json"
 _FENCE = re.compile(r"</?\s*context\s*>", re.IGNORECASE)
 
@@ -75,11 +76,6 @@ class Examples:
 @cache
 def _template(name: str) -> str:
     return (PROMPTS_DIR / name).read_text(encoding="utf-8").strip()
-
-
-def heading_path(title: str, section: str) -> str:
-    """'Title > Section > Sub', or just the title: where a chunk sits in its page."""
-    return f"{title} > {section}" if section else title
 
 
 def format_context(passages: Sequence[Passage]) -> str:

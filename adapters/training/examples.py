@@ -1,6 +1,6 @@
 """Build the shipped adapter's training pairs from seed questions and the ingested knowledge base.
 
-`python -m adapters.examples SEEDS.jsonl --out PAIRS.jsonl` turns each seed
+`python -m adapters.training.examples SEEDS.jsonl --out PAIRS.jsonl` turns each seed
 (`{"question", "answer", "source", "quote", "kind"}`, `answer`/`source`/`quote` null for
 questions the knowledge base cannot answer) into pairs shaped like the engine's real
 prompts, so the adapter learns the job it will do:
@@ -37,7 +37,7 @@ was measured): a dev set, to judge a change to the seeds before the evaluation s
 
 Refusals are about a fifth of the pairs and come only from out-of-scope questions; the share moves
 the whole refusal boundary (15%: too few refused, 20%: too many), so the boundary is then set on
-the dev set by `adapters.calibrate`. Near misses (an answerable question with its page's passages
+the dev set by `adapters.training.calibrate`. Near misses (an answerable question with its page's passages
 taken out -> a refusal) were tried at 5% of pairs: the adapter then refused 21% of answerable
 questions, against 2% without them.
 """
@@ -52,8 +52,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chatbot.config import Settings
-from chatbot.errors import RagtuneError, TrainingDataError
+from chatbot.core.config import Settings
+from chatbot.core.errors import RagtuneError, TrainingDataError
 
 REFUSAL = "I don't know. The help centre does not cover this."
 STRATEGIES = (["zero-shot"] * 14) + (["few-shot"] * 3) + (["cot"] * 3)
@@ -185,15 +185,15 @@ def load_seeds(path: Path) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m adapters.examples`."""
-    parser = argparse.ArgumentParser(prog="python -m adapters.examples", description=__doc__.splitlines()[0])
+    """Entry point of `python -m adapters.training.examples`."""
+    parser = argparse.ArgumentParser(prog="python -m adapters.training.examples", description=__doc__.splitlines()[0])
     parser.add_argument("seeds", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from chatbot.models import load_embeddings
-    from chatbot.retrieval import Retriever
-    from chatbot.store import Store
+    from chatbot.llm.loading import load_embeddings
+    from chatbot.rag.retrieval import Retriever
+    from chatbot.rag.store import Store
 
     try:
         settings = Settings.from_env()
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             store.close()
     except RagtuneError as error:
-        print(f"adapters.examples: {error}", file=sys.stderr)
+        print(f"adapters.training.examples: {error}", file=sys.stderr)
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in pairs))

@@ -1,9 +1,9 @@
 """Choose where an adapter refuses, on a dev set, and write it to the adapter's card.
 
-`python -m adapters.calibrate QUESTIONS.jsonl --adapter NAME [--dry-run]`
+`python -m adapters.training.calibrate QUESTIONS.jsonl --adapter NAME [--dry-run]`
 
 Under greedy decoding the first generated token decides between the refusal ("I don't
-know. ...") and an answer ("According to [n]:\n...", see adapters/examples.py). For each
+know. ...") and an answer ("According to [n]:\n...", see adapters/training/examples.py). For each
 question the engine does not abstain on, this measures the adapter's margin there, log P("I")
 - log P("According") with retrieval on (above 0: it refuses), prints it, and picks the boundary
 that best separates the set: the most unanswerable questions refused minus answerable ones
@@ -27,9 +27,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from adapters.examples import REFUSAL
 from adapters.registry import CARD_FILE, write_card
-from chatbot.errors import RagtuneError
+from adapters.training.examples import REFUSAL
+from chatbot.core.errors import RagtuneError
 
 ANSWER_LEAD = "According"
 TABLE_BOUNDARIES = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the margins and the boundary, change nothing")
     args = parser.parse_args(argv)
 
-    from chatbot.config import Settings
+    from chatbot.core.config import Settings
     from chatbot.engine import build_engine
-    from chatbot.questions import load_questions
+    from chatbot.eval.questions import load_questions
 
     try:
         questions = load_questions(args.questions)

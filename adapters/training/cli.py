@@ -14,8 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-from chatbot.config import Settings
-from chatbot.errors import RagtuneError, SettingsError
+from chatbot.core.config import Settings
+from chatbot.core.errors import RagtuneError, SettingsError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from adapters.pairs import load_pairs
     from adapters.registry import adapter_dirs, discover, find
-    from adapters.train import TrainConfig, train
+    from adapters.training.train import TrainConfig, train
 
     out = args.out or settings.adapters_dir
     card = None
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             checkpoint_every=args.checkpoint_every,
             seed=args.seed,
         )
-        from chatbot.models import load_generator  # imports torch
+        from chatbot.llm.loading import load_generator  # imports torch
 
         card = train(
             load_generator(settings),
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _report(card, out / args.name, args.json)
     if args.merge_to is not None:
         from adapters.loading import merge
-        from chatbot.models import load_generator
+        from chatbot.llm.loading import load_generator
 
         adapter = find(discover([*adapter_dirs(settings), out]), args.name)
         local = load_generator(settings)  # a fresh copy: merging changes the weights it is given

@@ -11,9 +11,10 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from chatbot.config import Settings
-from chatbot.errors import RagtuneError, SettingsError
-from chatbot.prompts import Strategy, heading_path
+from chatbot.core.config import Settings
+from chatbot.core.errors import RagtuneError, SettingsError
+from chatbot.core.text import heading_path
+from chatbot.rag.prompts import Strategy
 
 if TYPE_CHECKING:
     from chatbot.engine import Answer, ChatEngine
@@ -107,7 +108,7 @@ def ask(engine: ChatEngine, question: str, history: list[tuple[str, str]], args:
 def list_adapters(settings: Settings, as_json: bool) -> int:
     """Print the registry (cards only: no model is loaded)."""
     from adapters.registry import adapter_dirs, discover
-    from chatbot.models import BUNDLED_LLM_NAME
+    from chatbot.llm.loading import BUNDLED_LLM_NAME
 
     base = settings.llm_model or BUNDLED_LLM_NAME
     rows = [

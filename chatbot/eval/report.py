@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatbot.metrics import (
+from chatbot.eval.metrics import (
     METRICS,
     RETRIEVAL_KEYS,
     first_rank,
@@ -23,9 +23,9 @@ from chatbot.metrics import (
     retrieval_scores,
     term_recall,
 )
-from chatbot.parse import cited_numbers, is_refusal
-from chatbot.questions import KINDS, Question
-from chatbot.report_render import draw_chart, markdown
+from chatbot.eval.questions import KINDS, Question
+from chatbot.eval.render import draw_chart, markdown
+from chatbot.rag.postprocess import cited_numbers, is_refusal
 
 if TYPE_CHECKING:
     from chatbot.engine import Answer

@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from chatbot.parse import cited_numbers
-from chatbot.sparse import terms
+from chatbot.rag.postprocess import cited_numbers
+from chatbot.rag.sparse import terms
 
 _CITATION = re.compile(r"\[\d+\]")
 HIT_DEPTH = 5

@@ -19,9 +19,9 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-from chatbot.config import Settings
-from chatbot.errors import ModelNotFoundError
-from chatbot.prompts import chat_dicts
+from chatbot.core.config import Settings
+from chatbot.core.errors import ModelNotFoundError
+from chatbot.rag.prompts import chat_dicts
 
 CHARS_PER_TOKEN = 3
 MESSAGE_OVERHEAD = 4  # role markers and separators a chat template adds around each message
@@ -58,7 +58,7 @@ def render(tokenizer: Any, messages: Sequence[BaseMessage]) -> str:
 def load_tokenizer(settings: Settings, served_name: str) -> tuple[Any, str]:
     """The served model's tokenizer and "tokenizer", or an `EstimateTokenizer` and "estimate"."""
     if settings.llm_tokenizer:
-        from chatbot.models import local_model_dir
+        from chatbot.llm.loading import local_model_dir
 
         return _load(local_model_dir(settings.llm_tokenizer, "RAG_LLM_TOKENIZER"), "RAG_LLM_TOKENIZER"), "tokenizer"
     folder = _local_copy(settings, served_name)
@@ -71,7 +71,7 @@ def load_tokenizer(settings: Settings, served_name: str) -> tuple[Any, str]:
 
 
 def _local_copy(settings: Settings, served_name: str) -> Path | None:
-    from chatbot.models import ensure_generator_cache, local_model_dir
+    from chatbot.llm.loading import ensure_generator_cache, local_model_dir
 
     # Every SmolLM2 size and variant shares one tokenizer, so the bundled copy counts for any of them
     # ("HuggingFaceTB/SmolLM2-1.7B-Instruct" on vLLM, "smollm2:135m" on Ollama).

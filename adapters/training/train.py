@@ -27,8 +27,8 @@ from typing import Any
 
 from adapters.pairs import IGNORE, Pair, encode
 from adapters.registry import WEIGHTS_FILE, write_card
-from chatbot.errors import TrainingDataError
-from chatbot.models import LocalModel
+from chatbot.core.errors import TrainingDataError
+from chatbot.llm.loading import LocalModel
 
 PROBE_PAIRS = 4  # held-out pairs kept on the card, for the "is it applied?" probe
 

@@ -51,3 +51,9 @@ class TrainingDataError(RagtuneError):
 
 class QuestionSetError(RagtuneError):
     """A question set (jsonl) has a bad line, or names sources the collection does not hold."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (transformers' errors run to pages)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

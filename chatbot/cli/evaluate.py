@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chatbot.config import Settings
-from chatbot.errors import RagtuneError, SettingsError
-from chatbot.prompts import Strategy
+from chatbot.core.config import Settings
+from chatbot.core.errors import RagtuneError, SettingsError
+from chatbot.rag.prompts import Strategy
 
 if TYPE_CHECKING:
-    from chatbot.evaluation import Config
+    from chatbot.eval.run import Config
 
 AXES = ("retrieval", "adapter", "strategy")
 
@@ -124,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rag-eval: {error}", file=sys.stderr)
         return 2
 
-    from chatbot import evaluation
+    from chatbot.eval.run import ResultCache, default_configs, load_questions, run_evaluation, write_report
 
     try:
         # Read the whole set first: a typo on line 40 fails now, not after the models load.
-        questions = evaluation.load_questions(args.questions)[: args.limit]
+        questions = load_questions(args.questions)[: args.limit]
     except RagtuneError as error:
         print(f"rag-eval: {error}", file=sys.stderr)
         return 1
@@ -138,16 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     engine, cache, bars = None, None, _Bars()
     try:
         engine = build_engine(settings)
-        configs = evaluation.default_configs(engine, args.grid, adapters=args.adapters, strategies=args.strategies)
+        configs = default_configs(engine, args.grid, adapters=args.adapters, strategies=args.strategies)
         if "adapter" in args.grid and all(config.adapter is None for config in configs):
             print("rag-eval: no adapter is loaded, so the adapter axis has only the base model.", file=sys.stderr)
-        cache = evaluation.ResultCache(settings.cache_dir / "eval" / "results.jsonl", read=args.use_cache)
+        cache = ResultCache(settings.cache_dir / "eval" / "results.jsonl", read=args.use_cache)
         bars.start(configs, len(questions))
-        report = evaluation.run_evaluation(
-            engine, questions, configs, cache=cache, progress=bars, question_set=args.questions
-        )
+        report = run_evaluation(engine, questions, configs, cache=cache, progress=bars, question_set=args.questions)
         bars.close()
-        paths = evaluation.write_report(report, args.out)
+        paths = write_report(report, args.out)
     except OSError as error:
         print(f"rag-eval: cannot write the report to {args.out} ({error}): pick another --out DIR.", file=sys.stderr)
         return 1

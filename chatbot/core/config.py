@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
-from chatbot.errors import SettingsError
+from chatbot.core.errors import SettingsError
 
 PREFIX = "RAG_"
 TOP_K_RANGE = (1, 50)

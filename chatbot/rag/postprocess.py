@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from chatbot.sparse import terms
+from chatbot.rag.sparse import terms
 
 _SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?](?=\d))*[.!?\n]")  # "6.0" does not end a sentence
 _ANSWER_MARK = re.compile(r"^\s*\**answer\**\s*:\**\s*", re.IGNORECASE | re.MULTILINE)

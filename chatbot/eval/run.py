@@ -30,14 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatbot.errors import AdapterNotFoundError, InvalidOptionError, RagtuneError
-from chatbot.prompts import Strategy, build_messages, parse_strategy
-from chatbot.questions import Question, check_sources, load_questions
-from chatbot.report import Config, Report, Result, write_report
+from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError, RagtuneError
+from chatbot.eval.questions import Question, check_sources, load_questions
+from chatbot.eval.report import Config, Report, Result, write_report
+from chatbot.rag.prompts import Strategy, build_messages, parse_strategy
 
 if TYPE_CHECKING:
     from chatbot.engine import ChatEngine
-    from chatbot.store import Store
+    from chatbot.rag.store import Store
 
 AXES = ("retrieval", "adapter", "strategy")
 CACHE_VERSION = 1
@@ -239,7 +239,8 @@ def adapter_identity(engine: ChatEngine, name: str | None) -> str | None:
     info = next((info for info in engine.adapters() if info.name == name), None)
     card = getattr(info, "card", None) or {}
     if created := card.get("created"):
-        bias = card.get("first_token_bias")  # set after training (adapters/calibrate.py): it changes the answers
+        # Set after training (adapters/training/calibrate.py): it changes the answers.
+        bias = card.get("first_token_bias")
         return f"{name}@{created}" + (f" bias {json.dumps(bias, sort_keys=True)}" if bias else "")
     folder = getattr(info, "path", None)
     if folder and Path(folder).is_dir():

@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from chatbot import sparse
-from chatbot.errors import InvalidOptionError
-from chatbot.store import Match, Store
+from chatbot.core.errors import InvalidOptionError
+from chatbot.rag import sparse
+from chatbot.rag.store import Match, Store
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings

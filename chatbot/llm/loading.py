@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatbot.config import Settings
-from chatbot.errors import ModelNotFoundError
+from chatbot.core.config import Settings
+from chatbot.core.errors import ModelNotFoundError, first_line
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -208,9 +208,3 @@ def load_generator(settings: Settings) -> LocalModel:
         ) from error
     model.eval()
     return LocalModel(name=name, path=Path(source), model=model, tokenizer=tokenizer)
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message (transformers' errors run to pages)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chatbot.metrics import METRICS, Metric
+from chatbot.eval.metrics import METRICS, Metric
 
 if TYPE_CHECKING:
-    from chatbot.report import Report
+    from chatbot.eval.report import Report
 
 DECIMALS = {"share": 2, "seconds": 2, "count": 0}
 

@@ -27,10 +27,10 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
-from chatbot import remote_tokens
-from chatbot.answer import AdapterInfo
-from chatbot.config import Settings
-from chatbot.errors import AdapterNotFoundError, InvalidOptionError, ModelNotFoundError, RagtuneError
+from adapters.registry import AdapterInfo
+from chatbot.core.config import Settings
+from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError, ModelNotFoundError, RagtuneError
+from chatbot.llm import tokens
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -49,7 +49,7 @@ class RemoteChatModel(BaseChatModel):
     base_url: str
     model_name: str  # the served base model
     served: list[dict[str, Any]] = Field(default_factory=list)  # the /v1/models cards at start-up
-    tokenizer: Any = Field(default_factory=remote_tokens.EstimateTokenizer, exclude=True, repr=False)
+    tokenizer: Any = Field(default_factory=tokens.EstimateTokenizer, exclude=True, repr=False)
     token_count: str = "estimate"  # how count_tokens counts: "tokenizer" or "estimate"
     context_window: int = Field(default=DEFAULT_CONTEXT_WINDOW, ge=1)
     max_new_tokens: int = Field(default=256, ge=1)
@@ -69,11 +69,11 @@ class RemoteChatModel(BaseChatModel):
 
     def render(self, messages: Sequence[BaseMessage]) -> str:
         """The prompt as text (the server applies its own copy of the chat template)."""
-        return remote_tokens.render(self.tokenizer, messages)
+        return tokens.render(self.tokenizer, messages)
 
     def count_tokens(self, messages: Sequence[BaseMessage]) -> int:
         """How many tokens the prompt takes, by the model's tokenizer or by estimate (see `token_count`)."""
-        return remote_tokens.count_tokens(self.tokenizer, messages)
+        return tokens.count_tokens(self.tokenizer, messages)
 
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence | None = None) -> int:
         """LangChain's name for `count_tokens`."""
@@ -271,7 +271,7 @@ def build_remote_chat_model(
     )
     cards = list_models(client.root_client, url, settings.llm_timeout)
     base = choose_base(cards, settings.llm_model, url)
-    tokenizer, counting = remote_tokens.load_tokenizer(settings, base["id"])
+    tokenizer, counting = tokens.load_tokenizer(settings, base["id"])
     return RemoteChatModel(
         client=client,
         base_url=url,

@@ -32,13 +32,13 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, model_validator
 
-from chatbot.errors import AdapterNotFoundError, InvalidOptionError, RagtuneError
-from chatbot.prompts import chat_dicts
+from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError, RagtuneError
+from chatbot.rag.prompts import chat_dicts
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import CallbackManagerForLLMRun
 
-    from chatbot.models import LocalModel
+    from chatbot.llm.loading import LocalModel
 
 # End-of-turn markers of common chat formats; generation stops at whichever the tokenizer has.
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
@@ -119,7 +119,7 @@ class LocalChatModel(BaseChatModel):
     repetition_penalty: float = Field(default=1.0, gt=0.0)  # 1.0 = off
     context_window: int | None = Field(default=None, ge=1)  # None: the model config's max_position_embeddings
     # adapter name -> {text: bias}: added to the logit of the text's first token at the first generated
-    # position when that adapter answers (an adapter card's `first_token_bias`, see adapters/calibrate.py)
+    # position when that adapter answers (an adapter card's `first_token_bias`, see adapters/training/calibrate.py)
     first_token_bias: dict[str, dict[str, float]] = Field(default_factory=dict)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -160,7 +160,7 @@ class LocalChatModel(BaseChatModel):
     def next_token_logprobs(self, messages: Sequence[BaseMessage], *, adapter: str | None = None) -> Any:
         """Log-probabilities (a vocabulary-sized tensor) of the first token generated after `messages`.
 
-        The model's own, without `first_token_bias`: `adapters.calibrate` chooses the bias from them.
+        The model's own, without `first_token_bias`: `adapters.training.calibrate` chooses the bias from them.
         """
         import torch
 

@@ -19,8 +19,8 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from chatbot.config import Settings
-from chatbot.errors import CollectionMissingError, FingerprintMismatchError, StoreError, StoreLockedError
+from chatbot.core.config import Settings
+from chatbot.core.errors import CollectionMissingError, FingerprintMismatchError, StoreError, StoreLockedError
 
 DENSE = "dense"
 SPARSE = "sparse"

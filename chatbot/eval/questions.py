@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatbot.errors import QuestionSetError
+from chatbot.core.errors import QuestionSetError
 
 KINDS = ("fact", "howto", "troubleshoot", "multi-hop", "unanswerable")
 FIELDS = ("id", "question", "answer", "must_include", "source", "kind")

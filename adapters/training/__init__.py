@@ -1,0 +1,1 @@
+"""Adapter training: pairs from seed questions, LoRA training, calibration, and rag-train-adapter."""

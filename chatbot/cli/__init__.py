@@ -1,0 +1,1 @@
+"""Command lines: rag-chat, rag-search and rag-eval."""

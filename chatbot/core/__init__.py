@@ -1,0 +1,1 @@
+"""Foundation: settings, errors and the text helpers that ingestion and chat share."""

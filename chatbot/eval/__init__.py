@@ -1,0 +1,1 @@
+"""Evaluation: question sets, metrics, runs over the grid, and reports."""

@@ -1,0 +1,1 @@
+"""Language models: loading, the local runtime, served models and their tokenizers."""

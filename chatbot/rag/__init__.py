@@ -1,0 +1,1 @@
+"""Retrieval-augmented generation: the Qdrant store, retrieval, prompts and answer post-processing."""
