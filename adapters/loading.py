@@ -11,14 +11,12 @@ peft and torch are imported inside the functions: listing adapters must stay che
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from adapters.registry import Adapter
-from chatbot.core.errors import AdapterNotFoundError, first_line
+from chatbot.core.errors import OutputExistsError, first_line
+from chatbot.core.files import atomic_folder
 
 
 def attach(model: Any, adapters: list[Adapter], base_model: str) -> tuple[Any, dict[str, str]]:
@@ -52,17 +50,9 @@ def merge(model: Any, tokenizer: Any, adapter: Adapter, target: Path) -> Path:
     from peft import PeftModel  # imports torch
 
     if target.exists() and any(target.iterdir()):
-        raise AdapterNotFoundError(f"{target} is not empty: pick a new folder for the merged model.")
+        raise OutputExistsError(f"{target} is not empty: pick a new folder for the merged model.")
     merged = PeftModel.from_pretrained(model, str(adapter.path)).merge_and_unload()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and renamed, so a failed export never looks like a complete model.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    with atomic_folder(target) as staging:  # a failed export never looks like a complete model
         merged.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if target.exists():
-            target.rmdir()
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target

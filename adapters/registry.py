@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.card import AdapterCard
 from chatbot.core.config import Settings
-from chatbot.core.errors import AdapterNotFoundError
+from chatbot.core.errors import AdapterCardError, AdapterNotFoundError
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "adapters"
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
-CARD_FILE = "ragtune.json"
-CARD_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class Adapter:
     name: str
     path: Path
     base_model: str
-    card: dict[str, Any] = field(default_factory=dict)
+    card: AdapterCard = field(default_factory=AdapterCard)
     error: str | None = None  # the folder could not be read: listed, never loaded
 
     def problem_with(self, base_model: str) -> str | None:
@@ -62,7 +61,7 @@ def discover(dirs: list[Path]) -> list[Adapter]:
             if (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file():
                 try:
                     adapter = read_adapter(folder)
-                except AdapterNotFoundError as error:  # one broken folder must not hide the others
+                except AdapterCardError as error:  # one broken folder must not hide the others
                     adapter = Adapter(folder.name, folder, "unknown", error=str(error))
                 found[adapter.name] = adapter
     return sorted(found.values(), key=lambda adapter: adapter.name)
@@ -71,18 +70,9 @@ def discover(dirs: list[Path]) -> list[Adapter]:
 def read_adapter(folder: Path) -> Adapter:
     """The adapter in `folder` (its card is optional: a plain PEFT folder registers too)."""
     config = _read_json(folder / CONFIG_FILE)
-    card = _read_json(folder / CARD_FILE) if (folder / CARD_FILE).is_file() else {}
-    base = card.get("base_model") or config.get("base_model_name_or_path") or "unknown"
-    bias = card.get("first_token_bias", {})
-    if not isinstance(bias, dict) or not all(
-        isinstance(text, str) and text.strip() and isinstance(value, int | float) and not isinstance(value, bool)
-        for text, value in bias.items()
-    ):
-        raise AdapterNotFoundError(
-            f'{folder / CARD_FILE}: first_token_bias must map texts to numbers, like {{"I don\'t know": -1.5}}: '
-            "fix it, or remove it to decode without a bias."
-        )
-    return Adapter(name=card.get("name") or folder.name, path=folder, base_model=str(base), card=card)
+    card = AdapterCard.read(folder)
+    base = card.base_model or config.get("base_model_name_or_path") or "unknown"
+    return Adapter(name=card.name or folder.name, path=folder, base_model=str(base), card=card)
 
 
 def find(adapters: list[Adapter], name: str) -> Adapter:
@@ -97,23 +87,15 @@ def find(adapters: list[Adapter], name: str) -> Adapter:
     )
 
 
-def write_card(folder: Path, card: dict[str, Any]) -> None:
-    """Save a card as sorted JSON (a versioned format, like PEFT's own config)."""
-    payload = {"format": CARD_FORMAT, **card}
-    staging = folder / f".{CARD_FILE}.tmp"  # a crash mid-write must not leave half a card behind
-    staging.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    staging.replace(folder / CARD_FILE)
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise AdapterNotFoundError(
+        raise AdapterCardError(
             f"{path} cannot be read as JSON ({error}): fix or remove that adapter folder."
         ) from error
     if not isinstance(data, dict):
-        raise AdapterNotFoundError(f"{path} holds {type(data).__name__}, not an object: fix or remove that folder.")
+        raise AdapterCardError(f"{path} holds {type(data).__name__}, not an object: fix or remove that folder.")
     return data
 
 
@@ -127,7 +109,7 @@ class AdapterInfo:
     """A registered LoRA adapter: its card, and whether it is loaded (if not, `problem` says why)."""
 
     name: str
-    card: dict[str, Any] = field(default_factory=dict)
+    card: AdapterCard = field(default_factory=AdapterCard)
     path: str | None = None
     loaded: bool = True
     problem: str | None = None

@@ -108,7 +108,7 @@ class ChatEngine:
         if info is None or not info.loaded:
             reason = info.problem if info else "no adapter of that name is registered"
             raise AdapterNotFoundError(f"Cannot probe adapter {adapter!r}: {reason}.")
-        pairs = info.card.get("probe") or [_example_pair(item, self.examples) for item in self.examples.items]
+        pairs = info.card.probe or [_example_pair(item, self.examples) for item in self.examples.items]
         model, name = self._route(adapter)
         base = [model.answer_loss(p["messages"], p["answer"], adapter=None) for p in pairs]
         tuned = [model.answer_loss(p["messages"], p["answer"], adapter=name) for p in pairs]
@@ -397,9 +397,5 @@ def _local_chat_model(settings: Settings) -> tuple[LocalChatModel, list[AdapterI
 
     local = load_generator(settings)
     model, adapters = load_adapters(settings, local)
-    bias = {
-        info.name: info.card["first_token_bias"]
-        for info in adapters
-        if info.loaded and info.card.get("first_token_bias")
-    }
+    bias = {info.name: info.card.first_token_bias for info in adapters if info.loaded and info.card.first_token_bias}
     return build_chat_model(replace(local, model=model), max_new_tokens=160, first_token_bias=bias), adapters

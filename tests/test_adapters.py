@@ -10,14 +10,15 @@ from fakes import FakeEmbeddings
 from gguf_fixture import tiny_model
 from qdrant_client import QdrantClient
 
+from adapters.card import CARD_FILE, AdapterCard
 from adapters.loading import attach, merge
 from adapters.pairs import IGNORE, Pair, encode, load_pairs
-from adapters.registry import Adapter, AdapterInfo, discover, find, read_adapter, write_card
+from adapters.registry import Adapter, AdapterInfo, discover, find, read_adapter
 from adapters.training import cli as cli_train
 from adapters.training.calibrate import best_boundary, refused
 from adapters.training.train import TrainConfig, train
 from chatbot.core.config import Settings
-from chatbot.core.errors import AdapterNotFoundError, TrainingDataError
+from chatbot.core.errors import AdapterNotFoundError, OutputExistsError, TrainingDataError
 from chatbot.engine import ChatEngine
 from chatbot.llm import loading as models
 from chatbot.llm.loading import LocalModel
@@ -57,9 +58,7 @@ def saved(tiny_folder, tmp_path_factory):
         model, _ = tiny_model(tiny_folder)
         lora = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
         lora.save_pretrained(root / name)
-        write_card(
-            root / name, {"name": name, "base_model": "tiny", "probe": [{"messages": PROMPT, "answer": "Five."}]}
-        )
+        AdapterCard(name=name, base_model="tiny", probe=[{"messages": PROMPT, "answer": "Five."}]).write(root / name)
     return root
 
 
@@ -83,7 +82,7 @@ def test_the_registry_lists_folders_and_cards_without_loading_a_model(saved, tmp
     found = discover([saved, tmp_path])
 
     assert [adapter.name for adapter in found] == ["a", "b", "broken"]
-    assert found[0].card["base_model"] == "tiny" and found[0].problem_with("tiny") is None
+    assert found[0].card.base_model == "tiny" and found[0].problem_with("tiny") is None
     assert "cannot be read as JSON" in found[2].problem_with("tiny")
     with pytest.raises(AdapterNotFoundError, match=r"'c' is registered.*'a', 'b'"):
         find(found[:2], "c")
@@ -94,7 +93,8 @@ def test_a_card_whose_first_token_bias_is_not_texts_to_numbers_keeps_its_adapter
 
     for name, bias in (("good", {"I don't know": -1.5}), ("words", {"I don't know": "a lot"}), ("list", [-1.5])):
         shutil.copytree(saved / "a", tmp_path / name)
-        write_card(tmp_path / name, {"name": name, "base_model": "tiny", "first_token_bias": bias})
+        card = {"name": name, "base_model": "tiny", "first_token_bias": bias}
+        (tmp_path / name / CARD_FILE).write_text(json.dumps(card))  # as a hand edit would leave it
 
     found = {adapter.name: adapter for adapter in discover([tmp_path])}
 
@@ -117,8 +117,8 @@ def test_a_user_folder_adapter_replaces_a_shipped_one_of_the_same_name(saved, tm
     import shutil
 
     shutil.copytree(saved / "a", tmp_path / "a")
-    write_card(tmp_path / "a", {"name": "a", "base_model": "tiny", "steps": 7})
-    assert find(discover([saved, tmp_path]), "a").card["steps"] == 7
+    AdapterCard(name="a", base_model="tiny", steps=7).write(tmp_path / "a")
+    assert find(discover([saved, tmp_path]), "a").card.steps == 7
 
 
 def test_adapters_toggle_per_call_and_none_returns_exactly_to_base(tiny_folder, saved):
@@ -158,7 +158,7 @@ def test_an_adapter_for_another_base_model_is_refused_and_the_others_load(tiny_f
     import shutil
 
     shutil.copytree(saved / "a", tmp_path / "other")
-    write_card(tmp_path / "other", {"name": "other", "base_model": "HuggingFaceTB/SmolLM2-360M-Instruct"})
+    AdapterCard(name="other", base_model="HuggingFaceTB/SmolLM2-360M-Instruct").write(tmp_path / "other")
     model, _ = tiny_model(tiny_folder)
 
     peft_model, problems = attach(model, discover([saved, tmp_path]), "tiny")
@@ -172,7 +172,7 @@ def test_the_probe_says_whether_an_adapter_changes_the_model(tiny_folder, saved,
 
     zero, _ = tiny_model(tiny_folder)  # a fresh LoRA's B matrix is zero: attached, but no effect
     get_peft_model(zero, LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(tmp_path / "zero")
-    write_card(tmp_path / "zero", {"name": "zero", "base_model": "tiny"})
+    AdapterCard(name="zero", base_model="tiny").write(tmp_path / "zero")
     model, tokenizer = tiny_model(tiny_folder)
     peft_model, _ = attach(model, discover([saved, tmp_path]), "tiny")
     infos = [AdapterInfo(a.name, a.card, str(a.path)) for a in discover([saved, tmp_path])]
@@ -232,12 +232,12 @@ def test_training_lowers_the_loss_and_writes_a_loadable_adapter_with_its_card(ti
 
     card = _train(tiny_folder, tmp_path / "out" / "demo", load_pairs(path) * 2, steps=12)
 
-    curve = [loss for _, loss in card["loss_curve"]]
+    curve = [loss for _, loss in card.extra["loss_curve"]]
     assert curve[-1] < curve[0]
-    assert card["held_out"]["adapter_loss"] < card["held_out"]["base_loss"]
-    assert card["base_model"] == "tiny" and card["steps"] == 12 and len(card["probe"]) == 2
+    assert card.held_out["adapter_loss"] < card.held_out["base_loss"]
+    assert card.base_model == "tiny" and card.steps == 12 and len(card.probe) == 2
     adapter = read_adapter(tmp_path / "out" / "demo")
-    assert adapter.card["final_loss"] == card["final_loss"]
+    assert adapter.card == card
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["demo"]  # no staging or checkpoint left
     model, _ = tiny_model(tiny_folder)
     assert attach(model, [adapter], "tiny")[1] == {}
@@ -280,7 +280,7 @@ def test_merging_gives_the_unmerged_adapters_logits(tiny_folder, saved, tmp_path
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", local_files_only=True)
     merged.lm_head = fresh.lm_head  # the test model's biased head is not a Llama config option
     assert _logits(merged, tokenizer).allclose(unmerged, atol=1e-4)
-    with pytest.raises(AdapterNotFoundError, match="not empty"):
+    with pytest.raises(OutputExistsError, match="not empty"):
         merge(fresh, tokenizer, read_adapter(saved / "a"), tmp_path / "merged")
 
 

@@ -14,6 +14,7 @@ from fakes import FakeChatModel, FakeEmbeddings
 from qdrant_client import QdrantClient
 from streamlit.testing.v1 import AppTest
 
+from adapters.card import AdapterCard
 from adapters.registry import AdapterInfo
 from chatbot.core.config import Settings
 from chatbot.core.errors import StoreLockedError
@@ -46,17 +47,17 @@ class PageChatModel(FakeChatModel):
 
 def make_engine(store: Store, **model_options) -> ChatEngine:
     model = PageChatModel(adapters=("support",), **model_options)
-    card = {
-        "base_model": "fake-135M",
-        "rank": 16,
-        "alpha": 32,
-        "training": {"pairs": 120, "data": "data/training/pairs.jsonl", "lr": 2e-4},
-        "steps": 300,
-        "final_loss": 0.91,
-        "loss_curve": [2.1, 1.4, 0.9],
-        "held_out": {"pairs": 12, "base_loss": 2.0, "adapter_loss": 1.5},
-        "probe": [{"messages": [], "answer": "..."}],
-    }
+    card = AdapterCard(
+        base_model="fake-135M",
+        rank=16,
+        alpha=32,
+        training={"pairs": 120, "data": "data/training/pairs.jsonl", "lr": 2e-4},
+        steps=300,
+        final_loss=0.91,
+        held_out={"pairs": 12, "base_loss": 2.0, "adapter_loss": 1.5},
+        probe=[{"messages": [], "answer": "..."}],
+        extra={"loss_curve": [2.1, 1.4, 0.9]},
+    )
     return ChatEngine(
         Retriever(store, FakeEmbeddings(), top_k=3),
         model,

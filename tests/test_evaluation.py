@@ -10,6 +10,7 @@ import pytest
 from fakes import FakeChatModel, FakeEmbeddings, count_words
 from qdrant_client import QdrantClient
 
+from adapters.card import AdapterCard
 from adapters.registry import AdapterInfo
 from chatbot import engine
 from chatbot.cli import evaluate as cli_eval
@@ -64,7 +65,7 @@ class DemoEngine(ChatEngine):
     """An engine that reports one loaded adapter, as the adapter registry will."""
 
     def adapters(self):
-        return [AdapterInfo(name="demo", card={"created": "2025-01-01T00:00:00"})]
+        return [AdapterInfo(name="demo", card=AdapterCard(created="2025-01-01T00:00:00"))]
 
 
 def make_engine(store, model=None, **options):
@@ -311,7 +312,7 @@ class CalibratedEngine(DemoEngine):
     """The same adapter after `python -m adapters.training.calibrate` gave its card a first-token bias."""
 
     def adapters(self):
-        card = {"created": "2025-01-01T00:00:00", "first_token_bias": {"I don't know": -1.5}}
+        card = AdapterCard(created="2025-01-01T00:00:00", first_token_bias={"I don't know": -1.5})
         return [AdapterInfo(name="demo", card=card)]
 
 

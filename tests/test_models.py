@@ -7,6 +7,7 @@ import json
 import pytest
 from gguf_fixture import write_tiny_llama_gguf
 
+from chatbot.core import files
 from chatbot.core.config import Settings
 from chatbot.core.errors import ModelNotFoundError
 from chatbot.llm import loading as models
@@ -90,7 +91,7 @@ def test_an_interrupted_conversion_leaves_no_cache_that_looks_complete(tiny_gguf
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(models.os, "replace", interrupted)
+    monkeypatch.setattr(files.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         models.convert_gguf(tiny_gguf[0], tmp_path / "cache")
     assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,7 @@ from fakes import FakeChatModel, FakeEmbeddings, count_words
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from qdrant_client import QdrantClient
 
+from adapters.card import AdapterCard
 from adapters.registry import AdapterInfo
 from chatbot.core.config import Settings
 from chatbot.core.errors import AdapterNotFoundError, ModelNotFoundError, RagtuneError
@@ -178,9 +179,7 @@ def test_the_engine_answers_with_retrieval_through_the_served_model(server, stor
     assert sent["model"] == BASE and "\nQuestion:" in sent["stop"]
     assert "<context>\n[1] Refunds" in sent["messages"][-1]["content"]
     assert tuned.text.startswith(f"[{LORA}]") and server.requests[-1]["model"] == LORA
-    assert [(info.name, info.loaded, info.card["served_by"]) for info in engine.adapters()] == [
-        (LORA, True, server.url)
-    ]
+    assert [(info.name, info.loaded, info.card.served_by) for info in engine.adapters()] == [(LORA, True, server.url)]
 
 
 def test_the_prompt_is_trimmed_to_the_served_window_by_estimate(server, store):
@@ -256,7 +255,7 @@ def test_build_engine_with_a_base_url_answers_with_the_served_model(server, tmp_
         engine.close()
 
     assert isinstance(engine.chat_model, RemoteChatModel) and engine.served is None and offline_models == []
-    assert listed[LORA].loaded and listed[LORA].card == {"served_by": server.url, "base_model": BASE, "adapter": LORA}
+    assert listed[LORA].loaded and listed[LORA].card == AdapterCard(base_model=BASE, served_by=server.url)
     assert not listed["faq-style"].loaded
     assert "--enable-lora --lora-modules faq-style=" in listed["faq-style"].problem
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import streamlit as st
 
+from adapters.card import AdapterCard
 from chatbot.core.config import Settings
 from chatbot.core.errors import RagtuneError
 from chatbot.core.text import heading_path
@@ -174,24 +175,26 @@ def adapter_label(name: str) -> str:
     return name or "None (base model)"
 
 
-def card_summary(card: dict[str, Any]) -> list[str]:
+def card_summary(card: AdapterCard) -> list[str]:
     """The few lines of an adapter's card (written by `rag-train-adapter`) a person wants to read."""
-    training, held_out = card.get("training") or {}, card.get("held_out") or {}
+    training, held_out = card.training, card.held_out
     lines = []
-    if "base_model" in card:
-        lines.append(f"Base model: `{card['base_model']}`")
-    if "rank" in card:
-        lines.append(f"LoRA rank {card['rank']}, alpha {card.get('alpha')}")
+    if card.base_model:
+        lines.append(f"Base model: `{card.base_model}`")
+    if card.served_by:
+        lines.append(f"Served by {card.served_by}")
+    if card.rank is not None:
+        lines.append(f"LoRA rank {card.rank}, alpha {card.alpha}")
     if "pairs" in training:
-        steps = f" for {card['steps']} steps" if "steps" in card else ""
-        lines.append(f"Trained on {training['pairs']} pairs{steps}, final loss {card.get('final_loss')}")
+        steps = f" for {card.steps} steps" if card.steps is not None else ""
+        lines.append(f"Trained on {training['pairs']} pairs{steps}, final loss {card.final_loss}")
     if "base_loss" in held_out and "adapter_loss" in held_out:
         lines.append(
             f"Held-out loss {held_out['base_loss']:.3f} → {held_out['adapter_loss']:.3f} "
             f"({held_out.get('pairs')} pairs)"
         )
-    if "created" in card:
-        lines.append(f"Created {card['created']}")
+    if card.created:
+        lines.append(f"Created {card.created}")
     return lines
 
 

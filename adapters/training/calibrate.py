@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from adapters.registry import CARD_FILE, write_card
+from adapters.card import CARD_FILE
 from adapters.training.examples import REFUSAL
 from chatbot.core.errors import RagtuneError
 
@@ -105,15 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     folder = Path(info.path)
-    card = {key: value for key, value in info.card.items() if key != "format"}  # the card the engine read
-    card["first_token_bias"] = {REFUSAL: -boundary}
-    card["calibration"] = {
+    calibration = {
         "questions": str(args.questions),
         "boundary": boundary,
         "refuses_unanswerable": round(refused(found["unanswerable"], boundary), 2),
         "false_refusals": round(refused(found["answerable"], boundary), 2),
     }
-    write_card(folder, card)
+    # The card the engine read, with the new boundary.
+    replace(info.card, first_token_bias={REFUSAL: -boundary}, calibration=calibration).write(folder)
     print(f"wrote first_token_bias {{{REFUSAL!r}: {-boundary}}} to {folder / CARD_FILE}")
     return 0
 

@@ -14,6 +14,7 @@ import re
 import sys
 from pathlib import Path
 
+from adapters.card import AdapterCard
 from chatbot.core.config import Settings
 from chatbot.core.errors import RagtuneError, SettingsError
 
@@ -113,13 +114,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _report(card: dict, folder: Path, as_json: bool) -> None:
+def _report(card: AdapterCard, folder: Path, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({key: value for key, value in card.items() if key != "probe"}, indent=2))
+        print(json.dumps({key: value for key, value in card.to_json().items() if key != "probe"}, indent=2))
         return
-    held = card["held_out"]
-    print(f"adapter {card['name']} -> {folder}")
-    print(f"  {card['steps']} steps in {card['train_seconds']} s, final training loss {card['final_loss']}")
+    held = card.held_out
+    print(f"adapter {card.name} -> {folder}")
+    print(f"  {card.steps} steps in {card.extra.get('train_seconds')} s, final training loss {card.final_loss}")
     if held["pairs"]:
         print(
             f"  held-out answer loss: base {held['base_loss']} -> adapter {held['adapter_loss']} ({held['pairs']} pairs)"

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from adapters.card import AdapterCard
 from adapters.pairs import IGNORE, Pair, encode
-from adapters.registry import WEIGHTS_FILE, write_card
+from adapters.registry import WEIGHTS_FILE
 from chatbot.core.errors import TrainingDataError
+from chatbot.core.files import atomic_folder
 from chatbot.llm.loading import LocalModel
 
 PROBE_PAIRS = 4  # held-out pairs kept on the card, for the "is it applied?" probe
@@ -145,27 +145,29 @@ def train(
             _save_checkpoint(work / "checkpoint", model, optimizer, schedule, state)
     bar.close()
     model.eval()
-    card = {
-        "name": target.name,
-        "base_model": local.name,
-        "rank": config.rank,
-        "alpha": config.alpha,
-        "target_modules": config.target_modules,
-        "training": {**asdict(config), "data": data_path, "pairs": len(pairs), "train_pairs": len(encoded)},
-        "skipped_too_long": skipped,
-        "steps": state["step"],
-        "final_loss": round(_recent(state["losses"]), 4),
-        "loss_curve": _curve(state["losses"]),
-        "held_out": {
+    card = AdapterCard(
+        name=target.name,
+        base_model=local.name,
+        rank=config.rank,
+        alpha=config.alpha,
+        training={**asdict(config), "data": data_path, "pairs": len(pairs), "train_pairs": len(encoded)},
+        steps=state["step"],
+        final_loss=round(_recent(state["losses"]), 4),
+        held_out={
             "pairs": len(held_encoded),
             "base_loss": base_eval,
             "adapter_loss": _eval_loss(model, held_encoded, torch, adapter_on=True),
         },
-        "probe": [{"messages": p.messages, "answer": p.answer} for p in held_out[:PROBE_PAIRS]],
-        "weights_dtype": "float16",
-        "train_seconds": round(state.get("seconds", 0.0) + time.perf_counter() - started, 1),  # resumed runs add up
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+        probe=[{"messages": p.messages, "answer": p.answer} for p in held_out[:PROBE_PAIRS]],
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        extra={
+            "target_modules": config.target_modules,
+            "skipped_too_long": skipped,
+            "loss_curve": _curve(state["losses"]),
+            "weights_dtype": "float16",
+            "train_seconds": round(state.get("seconds", 0.0) + time.perf_counter() - started, 1),  # resumes add up
+        },
+    )
     _publish(model, card, target)
     shutil.rmtree(work, ignore_errors=True)
     return card
@@ -241,17 +243,11 @@ def _curve(losses: list[float], points: int = 20) -> list[list[float]]:
 def _save_checkpoint(folder: Path, model: Any, optimizer: Any, schedule: Any, state: dict[str, Any]) -> None:
     import torch
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=folder.parent))
-    model.save_pretrained(staging)
-    torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, staging / "optimizer.pt")
-    torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, staging / "rng.pt")
-    (staging / "state.json").write_text(json.dumps(state))
-    old = folder.with_name(".checkpoint-old")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(folder, replace=True) as staging:
+        model.save_pretrained(staging)
+        torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}, staging / "optimizer.pt")
+        torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, staging / "rng.pt")
+        (staging / "state.json").write_text(json.dumps(state))
 
 
 def _load_checkpoint(folder: Path, model: Any, optimizer: Any, schedule: Any) -> dict[str, Any]:
@@ -278,20 +274,13 @@ def compact(folder: Path) -> None:
     save_file({name: tensor.half() for name, tensor in weights.items()}, path, metadata={"format": "pt"})
 
 
-def _publish(model: Any, card: dict[str, Any], target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+def _publish(model: Any, card: AdapterCard, target: Path) -> None:
+    with atomic_folder(target, replace=True) as staging:  # re-training replaces the adapter of that name
         model.save_pretrained(staging)
         (staging / "README.md").unlink(missing_ok=True)  # peft's empty model-card template; the card is ours
         compact(staging)
         config_path = staging / "adapter_config.json"
         config = json.loads(config_path.read_text())
-        config["base_model_name_or_path"] = card["base_model"]  # the name, not this machine's cache path
+        config["base_model_name_or_path"] = card.base_model  # the name, not this machine's cache path
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        write_card(staging, card)
-        if target.exists():
-            shutil.rmtree(target)  # re-training replaces the adapter of that name
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        card.write(staging)

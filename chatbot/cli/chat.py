@@ -17,6 +17,7 @@ from chatbot.core.text import heading_path
 from chatbot.rag.prompts import Strategy
 
 if TYPE_CHECKING:
+    from adapters.card import AdapterCard
     from chatbot.engine import Answer, ChatEngine
 
 
@@ -134,8 +135,8 @@ def list_adapters(settings: Settings, as_json: bool) -> int:
     return 0
 
 
-def _facts(card: dict) -> dict:
-    return {key: card.get(key) for key in ("rank", "steps", "final_loss", "created")}
+def _facts(card: AdapterCard) -> dict:
+    return {key: getattr(card, key) for key in ("rank", "steps", "final_loss", "created")}
 
 
 def chat_loop(engine: ChatEngine, args: argparse.Namespace) -> None:

@@ -41,6 +41,14 @@ class AdapterNotFoundError(RagtuneError):
     """A LoRA adapter was asked for by a name that is not loaded."""
 
 
+class AdapterCardError(RagtuneError):
+    """An adapter folder's card or config cannot be read, or holds a value that is not allowed."""
+
+
+class OutputExistsError(RagtuneError):
+    """A folder to write into already holds something: pick a new one."""
+
+
 class InvalidOptionError(RagtuneError):
     """An option has a value outside its choices (strategy, retrieval mode, ...)."""
 

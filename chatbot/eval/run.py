@@ -237,10 +237,9 @@ def adapter_identity(engine: ChatEngine, name: str | None) -> str | None:
     if name is None:
         return None
     info = next((info for info in engine.adapters() if info.name == name), None)
-    card = getattr(info, "card", None) or {}
-    if created := card.get("created"):
+    if info is not None and (created := info.card.created):
         # Set after training (adapters/training/calibrate.py): it changes the answers.
-        bias = card.get("first_token_bias")
+        bias = info.card.first_token_bias
         return f"{name}@{created}" + (f" bias {json.dumps(bias, sort_keys=True)}" if bias else "")
     folder = getattr(info, "path", None)
     if folder and Path(folder).is_dir():

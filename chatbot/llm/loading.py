@@ -15,9 +15,6 @@ import copy
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbot.core.config import Settings
 from chatbot.core.errors import ModelNotFoundError, first_line
+from chatbot.core.files import atomic_folder
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -176,18 +174,13 @@ def convert_gguf(gguf_file: Path, target: Path) -> None:
 
     # Write next to the target, then rename: a killed conversion never leaves a
     # folder that looks complete, and two concurrent ones cannot mix their files.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        plain.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with atomic_folder(target) as staging:
+            plain.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+    except OSError:
+        if not (target / "config.json").is_file():  # else a concurrent conversion finished first
+            raise
 
 
 def load_generator(settings: Settings) -> LocalModel:

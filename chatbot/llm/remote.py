@@ -27,6 +27,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
+from adapters.card import AdapterCard
 from adapters.registry import AdapterInfo
 from chatbot.core.config import Settings
 from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError, ModelNotFoundError, RagtuneError
@@ -288,10 +289,10 @@ def build_remote_chat_model(
 
 def served_adapter_infos(model: RemoteChatModel, *, prefix: str = "") -> list[AdapterInfo]:
     """The served adapters as loaded adapters; with a `prefix` (next to a local model) the served base too."""
-    card = {"served_by": model.base_url, "base_model": model.model_name}
-    infos = [AdapterInfo(prefix + name, {**card, "adapter": name}) for name in model.served_adapters]
+    card = AdapterCard(base_model=model.model_name, served_by=model.base_url)
+    infos = [AdapterInfo(prefix + name, card) for name in model.served_adapters]
     if prefix:
-        infos.insert(0, AdapterInfo(prefix + model.model_name, {**card, "adapter": None}))
+        infos.insert(0, AdapterInfo(prefix + model.model_name, card))
     return infos
 
 
