@@ -7,11 +7,14 @@ call; the pages get it through `ui.common.build_engine`, which the tests replace
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from fakes import FakeChatModel, FakeEmbeddings
+from markdown_it import MarkdownIt
 from qdrant_client import QdrantClient
+from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 from streamlit.testing.v1 import AppTest
 
 from adapters.card import AdapterCard
@@ -117,6 +120,54 @@ def ask(app: AppTest, question: str = QUESTION) -> AppTest:
     app.chat_input[0].set_value(question).run()
     assert not app.exception, app.exception
     return app
+
+
+# Where a document, a file name or the model could put an image: the page must render none of them.
+EVIL = "http://evil.example"
+HOSTILE_PAGES = {
+    "refunds.html": (
+        f"<html><head><title>Refunds ![t]({EVIL}/title.png) <img src='{EVIL}/t2.png'></title></head>"
+        "<body><p>Refunds for unused labels take 5 business days to reach your postage wallet.</p></body></html>"
+    ),
+    "labels.md": f"# Labels\n\n## Unused labels ![s]({EVIL}/section.png)\n\nUnused labels can be refunded.\n",
+}
+HOSTILE_REPLY = (
+    f"Refunds take 5 days [1]. ![a]({EVIL}/answer.png) ![r][ref] <img src={EVIL}/html.png>\n\n"
+    f"[ref]: {EVIL}/reference.png\n\n- **Growth** costs $49"
+)
+
+
+def rendered_markdown(app: AppTest) -> list[str]:
+    """Every text on the page that Streamlit renders as Markdown."""
+    kinds = ("markdown", "caption", "error", "warning", "info", "success", "title", "header", "subheader")
+    return [e.value for kind in kinds for e in app.get(kind)] + [e.label for e in app.expander]
+
+
+def images_shown(app: AppTest) -> list[str]:
+    """The images and raw HTML a CommonMark renderer would make of the page's Markdown."""
+
+    def walk(tokens):
+        for token in tokens:
+            if token.type in ("image", "html_inline", "html_block"):
+                yield f"{token.type}: {token.content or token.attrGet('src')}"
+            yield from walk(token.children or [])
+
+    parser = MarkdownIt("commonmark")
+    return [found for text in rendered_markdown(app) for found in walk(parser.parse(text))]
+
+
+@pytest.fixture
+def hostile_engine(tmp_path, use_engine):
+    kb = tmp_path / "hostile"
+    kb.mkdir()
+    for name, text in HOSTILE_PAGES.items():
+        (kb / name).write_text(text)
+    store = Store(QdrantClient(location=":memory:"), "kb")
+    ingest_paths([kb], Settings(), store=store, embeddings=FakeEmbeddings())
+    engine = make_engine(store, replies=[HOSTILE_REPLY])
+    use_engine(engine)
+    yield engine
+    store.close()
 
 
 # -- Chat ----------------------------------------------------------------------------------
@@ -262,6 +313,71 @@ def test_a_bad_setting_is_shown_as_a_message_not_a_traceback(monkeypatch):
     assert app.error[0].value.startswith("RAG_TOP_K=-3 is not allowed")
 
 
+def test_titles_and_answers_render_no_images_or_html(hostile_engine):
+    app = ask(AppTest.from_file(APP, default_timeout=30).run())
+    assert images_shown(app) == []
+    assistant = app.chat_message[1]
+    assert any("] Refunds \\!\\[t\\]" in e.label for e in assistant.expander)  # the page's <title>, as text
+    assert "**Growth** costs" in assistant.markdown[0].value  # ordinary Markdown still renders
+    hostile_engine.abstain_threshold = 1.01  # the engine's own "I don't know" names the closest titles
+    ask(app, "Which colour is the logo?")
+    assert "title.png" in app.chat_message[3].markdown[0].value  # as text: nothing renders it as an image
+    app.run()  # the history, redrawn
+    assert images_shown(app) == []
+
+
+def test_an_unexpected_error_is_a_short_message_and_a_log_entry(engine, monkeypatch, caplog):
+    def broken():
+        raise RuntimeError("secret detail from /srv/ragtune/internal.py")
+
+    monkeypatch.setattr(engine.store, "count", broken)
+    with caplog.at_level(logging.ERROR):
+        app = AppTest.from_file(APP, default_timeout=30).run()
+    assert not app.exception
+    assert [e.value for e in app.error] == ["Something went wrong: RuntimeError. Details are in the server log."]
+    assert not any("secret" in text for text in rendered_markdown(app))
+    logged = [r for r in caplog.records if r.exc_info and "secret detail" in str(r.exc_info[1])]
+    assert logged, caplog.records
+
+
+def test_an_answer_cut_off_by_a_rerun_leaves_the_history_alternating(engine, monkeypatch):
+    # Changing a sidebar setting mid-answer reruns the script: Streamlit stops it at its next
+    # call with a StopException-like control exception, here raised from within the stream.
+    whole = engine.stream
+
+    def cut_off(question, history=(), **options):
+        stream = whole(question, history, **options)
+        try:
+            yield next(stream)
+            raise StopException()
+        finally:
+            stream.close()
+
+    monkeypatch.setattr(engine, "stream", cut_off)
+    app = AppTest.from_file(APP, default_timeout=30).run()
+    app.chat_input[0].set_value(QUESTION).run()
+    monkeypatch.setattr(engine, "stream", whole)
+    app.run()
+    assert [m.name for m in app.chat_message] == ["user", "assistant"]
+    assert "cut off" in app.chat_message[1].caption[0].value
+
+    ask(app, "And for the Growth plan?")
+    ask(app, "And for the Pro plan?")
+    sent = [m.type for m in engine.chat_model.calls[-1]["messages"]]
+    assert sent[0] == "system" and sent[-1] == "human"
+    turns = sent[1:]
+    assert turns == ["human", "ai"] * (len(turns) // 2) + ["human"], sent  # never two user turns in a row
+    assert len(turns) == 3  # the cut-off question is left out, the finished exchange kept
+
+
+def test_a_dangling_question_from_before_does_not_reach_the_model(engine):
+    app = AppTest.from_file(APP, default_timeout=30)
+    app.session_state["messages"] = [{"role": "user", "content": "cut off"}]
+    ask(app.run())
+    sent = [m.type for m in engine.chat_model.calls[-1]["messages"]]
+    assert sent == ["system", "human"]
+
+
 # -- Compare -------------------------------------------------------------------------------
 
 
@@ -324,6 +440,16 @@ def test_compare_without_an_adapter_keeps_the_grid_and_says_why(store, use_engin
     assert titles[2:] == ["##### Retrieval off · adapter", "##### Retrieval on · adapter"]
 
 
+def test_compare_renders_no_images_from_titles_answers_or_the_question(hostile_engine):
+    app = compare(
+        AppTest.from_file(COMPARE, default_timeout=30).run(), f"Refunds for unused labels? ![q]({EVIL}/q.png)"
+    )
+    assert len(hostile_engine.chat_model.calls) == 4
+    assert images_shown(app) == []
+    app.run()  # the cells, redrawn from the session
+    assert images_shown(app) == []
+
+
 # -- Knowledge base ------------------------------------------------------------------------
 
 
@@ -349,13 +475,53 @@ def test_uploads_are_checked_on_the_server(engine, kb_dir):
     app.button[0].click().run()
 
     assert not app.exception
-    assert [s.value for s in app.success] == ["Saved uploads/returns.md"]
+    assert [s.value for s in app.success] == ["Saved `uploads/returns.md`."]
     errors = [e.value for e in app.error]
     assert "over the 10 MB limit" in errors[0]
     assert "which is not accepted" in errors[1]
     assert "is not a plain file name" in errors[2]
     assert sorted(p.name for p in (kb_dir / "uploads").iterdir()) == ["returns.md"]
     assert not (kb_dir.parent / "escape.md").exists()
+
+
+def test_upload_names_stay_distinct_and_a_long_one_is_saved(engine, kb_dir):
+    long = "a" * 247 + ".md"
+    app = AppTest.from_file(KB, default_timeout=30).run()
+    app.file_uploader[0].set_value(
+        [
+            ("日本語.md", b"# JA\n", "text/markdown"),
+            ("中文.md", b"# ZH\n", "text/markdown"),
+            (long, b"# L\n", "text/markdown"),
+        ]
+    )
+    app.button[0].click().run()
+
+    assert not app.exception, app.exception
+    saved = sorted(p.name for p in (kb_dir / "uploads").iterdir())
+    assert saved == ["a" * (uploads.MAX_NAME_BYTES - 3) + ".md", "中文.md", "日本語.md"]
+    assert (kb_dir / "uploads" / "日本語.md").read_bytes() == b"# JA\n"
+    messages = [s.value for s in app.success]
+    assert messages[:2] == ["Saved `uploads/日本語.md`.", "Saved `uploads/中文.md`."]
+    assert f"(uploaded as `{long}`: names keep letters" in messages[2]
+
+    app.file_uploader[0].set_value([("中文.md", b"# ZH v2\n", "text/markdown")])
+    app.button[0].click().run()
+    assert app.success[0].value == "Saved `uploads/中文.md`, replacing the file of that name."
+
+
+def test_the_knowledge_base_page_renders_no_images_from_file_names(engine, kb_dir):
+    hostile = "x`![i](http:evil.example)`"
+    (kb_dir / f"{hostile}.md").write_text("# Hostile\n\nA page with a crafted name.\n")
+    (kb_dir / f"{hostile}.pdf").write_bytes(b"not a pdf")
+    app = AppTest.from_file(KB, default_timeout=30).run()
+    app.file_uploader[0].set_value([("![i](http:evil.example).exe", b"MZ", "application/octet-stream")])
+    app.button[0].click().run()
+    next(b for b in app.button if b.label == "Check for changes").click().run()
+
+    assert not app.exception, app.exception
+    assert any("evil.example" in e.value for e in app.error)  # the refused upload and the broken pdf, named
+    assert any(hostile in m.value for m in app.markdown)  # the added file, listed
+    assert images_shown(app) == []
 
 
 def test_reingest_shows_the_plan_then_ingests_through_the_engines_store(engine, kb_dir):
@@ -408,3 +574,12 @@ def test_a_bad_question_set_names_its_line(engine):
     assert not app.exception
     assert "line 1" in app.error[0].value and "bad.jsonl" in app.error[0].value
     assert not engine.chat_model.calls
+
+
+def test_the_evaluate_page_renders_no_images_from_an_upload_name(engine):
+    app = AppTest.from_file(EVALUATE, default_timeout=30).run()
+    app.file_uploader[0].set_value((f"![i]({EVIL}/set.png).txt", b"{}", "text/plain"))
+    next(b for b in app.button if b.label == "Run").click().run()
+    assert not app.exception
+    assert "evil.example" in app.error[0].value
+    assert images_shown(app) == []

@@ -2,7 +2,9 @@
 
 The chat history and the sidebar's toggles live in `st.session_state`, per browser
 session; each stored answer keeps the label of the settings that produced it, so a
-toggle changed mid-conversation applies to the next question only.
+toggle changed mid-conversation applies to the next question only. Changing a toggle
+while an answer streams reruns the script and cuts the answer off: the question's reply
+stays marked interrupted, and only finished exchanges are sent back to the model.
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ import streamlit as st
 
 from chatbot.core.errors import RagtuneError
 from ui.common import (
+    INTERRUPTED,
     MODES,
     NO_DOCUMENTS,
     STRATEGY_LABELS,
     Options,
     adapter_label,
     card_summary,
+    chat_history,
     engine_or_stop,
     render_details,
     run_guarded,
     show_error,
+    show_unexpected,
     stream_answer,
 )
+from ui.safe_markdown import safe_markdown
 
 SETTING_KEYS = ("use_retrieval", "adapter", "strategy", "top_k", "mode")
 
@@ -42,26 +48,32 @@ def chat() -> None:
         )
     for message in messages:
         with st.chat_message(message["role"]):
-            st.markdown(message["content"])
+            if message.get("interrupted"):
+                st.caption(INTERRUPTED)
+                continue
+            st.markdown(safe_markdown(message["content"]))
             if message["role"] == "assistant":
                 render_details(message["answer"], message["label"])
 
     question = st.chat_input("Ask a question about the product")
     if not question:
         return
-    history = [(message["role"], message["content"]) for message in messages]
+    history = chat_history(messages)
     with st.chat_message("user"):
-        st.markdown(question)
-    messages.append({"role": "user", "content": question})
+        st.markdown(safe_markdown(question))
+    # Both turns go in before streaming, the reply marked interrupted until it completes: a rerun
+    # mid-stream (any click) ends this script run at once, and the history must still alternate.
+    reply = {"role": "assistant", "content": "", "interrupted": True}
+    messages += [{"role": "user", "content": question}, reply]
     with st.chat_message("assistant"):
         try:
             answer = stream_answer(engine, question, history, options)
         except RagtuneError as error:
-            messages.pop()  # the question was not answered: let it be asked again
+            del messages[-2:]  # the question was not answered: let it be asked again
             show_error(error)
             return
         render_details(answer, options.label())
-    messages.append({"role": "assistant", "content": answer.text, "answer": answer, "label": options.label()})
+    reply.update(content=answer.text, answer=answer, label=options.label(), interrupted=False)
 
 
 def sidebar(engine) -> Options:
@@ -104,7 +116,7 @@ def adapter_card(engine, info) -> None:
     """An adapter's card, and a check that switching to it changes the model."""
     with st.expander(info.name, icon=":material/tune:" if info.loaded else ":material/warning:"):
         if info.problem:
-            st.warning(info.problem)
+            st.warning(safe_markdown(info.problem))
         st.markdown("\n".join(f"- {line}" for line in card_summary(info.card)))
         if info.path:
             st.caption(str(info.path))
@@ -143,4 +155,7 @@ navigation = st.navigation(
         st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
     ]
 )
-navigation.run()
+try:
+    navigation.run()
+except Exception as error:  # st.stop and reruns are BaseExceptions: they pass through
+    show_unexpected(error)

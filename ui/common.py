@@ -9,10 +9,12 @@ engine and never open a second one.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import streamlit as st
@@ -24,6 +26,7 @@ from chatbot.core.text import heading_path
 from chatbot.engine import Answer, ChatEngine, build_engine
 from chatbot.rag.prompts import Strategy
 from chatbot.rag.retrieval import RetrievalMode
+from ui.safe_markdown import plain, safe_markdown
 
 STRATEGY_LABELS = {
     Strategy.ZERO_SHOT.value: "Zero-shot",
@@ -32,6 +35,9 @@ STRATEGY_LABELS = {
 }
 MODES = [RetrievalMode.HYBRID.value, RetrievalMode.DENSE.value]
 NO_DOCUMENTS = "No documents yet: ingest on the Knowledge base page or run `rag-ingest data/kb`."
+INTERRUPTED = ":material/pause_circle: No answer: it was cut off (a setting changed or the page reloaded). Ask again."
+
+log = logging.getLogger(__name__)
 
 
 @st.cache_resource(show_spinner="Loading the models (first time only)...")
@@ -52,13 +58,19 @@ def engine_or_stop() -> ChatEngine:
     try:
         return load_engine()
     except RagtuneError as error:
-        st.error(str(error), icon=":material/error:")
+        show_error(error)
         st.stop()
 
 
-def show_error(error: RagtuneError) -> None:
-    """A user-fixable problem as its message, never a traceback."""
-    st.error(str(error), icon=":material/error:")
+def show_error(error: RagtuneError | str) -> None:
+    """A user-fixable problem as its message, never a traceback (a message may quote a file name or a line)."""
+    st.error(safe_markdown(str(error)), icon=":material/error:")
+
+
+def show_unexpected(error: Exception) -> None:
+    """A bug or an outside failure: a short message on the page, the traceback in the server log only."""
+    log.error("Unexpected error on a page", exc_info=error)
+    st.error(f"Something went wrong: {type(error).__name__}. Details are in the server log.", icon=":material/error:")
 
 
 @dataclass(frozen=True)
@@ -92,24 +104,36 @@ class Options:
         return f"{retrieval} · {adapter} · {STRATEGY_LABELS.get(self.strategy, self.strategy)}"
 
 
+def chat_history(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The finished exchanges of a chat, as strictly alternating user/assistant turns for the engine.
+
+    A question whose answer was cut off (or never came) is left out: two user turns in a
+    row are rejected by strict chat templates and servers.
+    """
+    turns: list[tuple[str, str]] = []
+    for question, reply in pairwise(messages):
+        if question["role"] == "user" and reply["role"] == "assistant" and not reply.get("interrupted"):
+            turns += [("user", question["content"]), ("assistant", reply["content"])]
+    return turns
+
+
 def stream_answer(engine: ChatEngine, question: str, history: list[tuple[str, str]], options: Options) -> Answer:
     """Stream one answer into the current container and return the final `Answer`.
 
     The stream is always closed before returning, even when the script is stopped or
     rerun mid-answer: the model holds a lock for the whole stream, and a stream left
-    open would block the next one.
+    open would block the next one. Not `st.write_stream`: it renders the raw text, and
+    the whole text so far must be made safe each time (an image can arrive in pieces).
     """
     final: list[Answer] = []
+    shown, text = st.empty(), ""
     with closing(engine.stream(question, history, **options.call_args())) as stream:
-
-        def pieces():
-            for item in stream:
-                if isinstance(item, Answer):
-                    final.append(item)
-                else:
-                    yield item
-
-        st.write_stream(pieces())
+        for item in stream:
+            if isinstance(item, Answer):
+                final.append(item)
+            elif item:
+                text += item
+                shown.markdown(safe_markdown(text))
     return final[0]
 
 
@@ -121,7 +145,7 @@ def render_details(answer: Answer, label: str | None, *, compact: bool = False) 
         render_sources(answer)
     st.caption(" · ".join(part for part in (label, timing_text(answer.timings)) if part))
     if answer.abstained:
-        st.caption(f":material/block: Abstained without generating: {answer.abstain_reason}.")
+        st.caption(f":material/block: Abstained without generating: {plain(answer.abstain_reason)}.")
     if answer.citations_added:
         cited = " ".join(f"[{n}]" for n in answer.citations_added)
         st.caption(f":material/link: Citations {cited} added by the engine: the model cited nothing itself.")
@@ -139,9 +163,10 @@ def render_sources(answer: Answer) -> None:
     """The passages the answer was given, numbered [n] as its citations are."""
     for number, hit in enumerate(answer.sources, 1):
         with st.expander(
-            f"[{number}] {heading_path(hit.title, hit.section)}  ·  {hit.score:.2f}", icon=":material/description:"
+            f"[{number}] {plain(heading_path(hit.title, hit.section))}  ·  {hit.score:.2f}",
+            icon=":material/description:",
         ):
-            st.caption(hit.source if hit.page is None else f"{hit.source}, page {hit.page}")
+            st.caption(plain(hit.source if hit.page is None else f"{hit.source}, page {hit.page}"))
             st.text(hit.text)
 
 
@@ -151,8 +176,8 @@ def render_source_list(answer: Answer) -> None:
         return
     with st.expander(f"Sources ({len(answer.sources)})", icon=":material/description:"):
         for number, hit in enumerate(answer.sources, 1):
-            st.markdown(f"**[{number}]** {heading_path(hit.title, hit.section)} · {hit.score:.2f}")
-            st.caption(hit.source)
+            st.markdown(f"**[{number}]** {plain(heading_path(hit.title, hit.section))} · {hit.score:.2f}")
+            st.caption(plain(hit.source))
 
 
 def timing_text(timings: dict[str, float]) -> str:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import streamlit as st
 
 from chatbot.core.errors import RagtuneError
-from ui.common import STRATEGY_LABELS, engine_or_stop, loaded_adapters, render_details, stream_answer
+from ui.common import STRATEGY_LABELS, engine_or_stop, loaded_adapters, render_details, show_error, stream_answer
 from ui.comparison import Cell, base_of, grid, similarity, to_json, to_markdown, word_diff
+from ui.safe_markdown import plain, safe_markdown
 
 st.set_page_config(page_title="ragtune · Compare", layout="wide")
 st.title("Compare")
@@ -59,7 +60,7 @@ def run_cell(cell: Cell) -> None:
 def show_cell(cell: Cell) -> None:
     if cell.answer is None:
         if cell.error:
-            st.error(cell.error, icon=":material/error:")
+            show_error(cell.error)
         else:
             st.info(cell.skipped, icon=":material/info:")
         return
@@ -76,7 +77,7 @@ def show_cell(cell: Cell) -> None:
 
 todo = sum(pending(cell) for cell in cells)
 progress = st.progress(0.0, text=f"Answering {len(cells)} cells...") if todo else None
-st.markdown(f"**{question}**")
+st.markdown(f"**{plain(question)}**")
 slots = []
 strategies = list(dict.fromkeys(cell.options.strategy for cell in cells))
 for strategy in strategies:
@@ -94,7 +95,7 @@ for done, (box, cell) in enumerate(slots, 1):
             progress.progress((done - 1) / len(slots), text=f"Answering {done} of {len(slots)}: {cell.title}...")
             run_cell(cell)  # the streamed text stays in the cell
         elif cell.answer is not None:
-            st.markdown(cell.answer.text)
+            st.markdown(safe_markdown(cell.answer.text))
         show_cell(cell)
 if progress is not None:
     progress.empty()

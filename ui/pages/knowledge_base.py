@@ -15,9 +15,20 @@ from chatbot.core.config import Settings
 from ingest.pipeline import IngestReport, ingest_paths
 from ui import uploads
 from ui.common import engine_or_stop, ingest_lock, run_guarded, show_error
-from ui.uploads import MAX_UPLOAD_MB, UploadError, save_upload
+from ui.safe_markdown import code_span
+from ui.uploads import MAX_UPLOAD_MB, SavedUpload, UploadError, save_upload
 
 PHASES = {"hash": "Checking files", "load": "Reading files", "embed": "Embedding chunks"}
+
+
+def saved_message(name: str, saved: SavedUpload, kb_dir: Path) -> str:
+    """'Saved `uploads/faq.md`.', saying when the name was changed or an earlier file replaced."""
+    message = f"Saved {code_span(saved.path.relative_to(kb_dir.resolve()).as_posix())}"
+    if saved.renamed:
+        limit = uploads.MAX_NAME_BYTES
+        message += f" (uploaded as {code_span(name)}: names keep letters, digits and . _ - only, up to {limit} bytes)"
+    return message + (", replacing the file of that name." if saved.replaced else ".")
+
 
 st.set_page_config(page_title="ragtune · Knowledge base")
 st.title("Knowledge base")
@@ -47,7 +58,7 @@ kb_dir = Path(st.selectbox("Knowledge-base folder", folders, help="Uploads go he
 st.subheader("Add documents")
 with st.form("upload", clear_on_submit=True, border=False):
     files = st.file_uploader(
-        f"Files go to `{kb_dir.name}/{uploads.UPLOADS}/`; re-ingest to make them searchable.",
+        f"Files go to {code_span(f'{kb_dir.name}/{uploads.UPLOADS}/')}; re-ingest to make them searchable.",
         accept_multiple_files=True,
         max_upload_size=MAX_UPLOAD_MB,
         help=f"{', '.join(s.lstrip('.') for s in uploads.ALLOWED_SUFFIXES)}; up to {MAX_UPLOAD_MB} MB each",
@@ -55,11 +66,11 @@ with st.form("upload", clear_on_submit=True, border=False):
     if st.form_submit_button("Add to the knowledge base", icon=":material/upload:"):
         for file in files or []:
             try:
-                path = save_upload(file.name, file.getvalue(), kb_dir)
+                saved = save_upload(file.name, file.getvalue(), kb_dir)
             except UploadError as error:
                 show_error(error)
             else:
-                st.success(f"Saved {path.relative_to(kb_dir).as_posix()}", icon=":material/check:")
+                st.success(saved_message(file.name, saved, kb_dir), icon=":material/check:")
 
 
 def ingest(*, dry_run: bool, progress=None) -> IngestReport | None:
@@ -91,15 +102,15 @@ def show_counts(report: IngestReport) -> None:
         with st.expander("Files"):
             for name, paths in listed:
                 for path in paths:
-                    st.markdown(f"- {name}: `{path}`")
+                    st.markdown(f"- {name}: {code_span(path)}")
     for failure in report.failed:
-        st.error(f"`{failure['path']}`: {failure['error']}", icon=":material/error:")
+        show_error(f"{code_span(failure['path'])}: {failure['error']}")
 
 
 st.subheader("Re-ingest")
-st.caption(f"Only added or changed files are embedded; files deleted from `{kb_dir}` are removed.")
+st.caption(f"Only added or changed files are embedded; files deleted from {code_span(kb_dir)} are removed.")
 if not kb_dir.is_dir():
-    st.warning(f"The knowledge-base folder {kb_dir} does not exist: upload a file or create it.")
+    st.warning(f"The knowledge-base folder {code_span(kb_dir)} does not exist: upload a file or create it.")
     st.stop()
 
 if result := st.session_state.pop("ingest_result", None):
