@@ -113,3 +113,4 @@ class AdapterInfo:
     path: str | None = None
     loaded: bool = True
     problem: str | None = None
+    served: bool = False  # on the served model next to a local one: ask it with `served=True`

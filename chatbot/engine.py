@@ -16,17 +16,17 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.runnables import RunnableLambda
 
 from adapters.registry import AdapterInfo
 from chatbot.answer import Answer
 from chatbot.core.config import Settings
 from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError
 from chatbot.core.text import heading_path
+from chatbot.options import AnswerOptions
 from chatbot.rag.postprocess import (
     cited_numbers,
     cut_loop,
@@ -35,8 +35,8 @@ from chatbot.rag.postprocess import (
     supporting_passages,
     visible_answer,
 )
-from chatbot.rag.prompts import Examples, Passage, Strategy, build_messages, chat_dicts, parse_strategy
-from chatbot.rag.retrieval import Hit, Retriever
+from chatbot.rag.prompts import Examples, Passage, Strategy, build_messages, chat_dicts
+from chatbot.rag.retrieval import Hit, RetrievalMode, Retriever
 
 if TYPE_CHECKING:
     from chatbot.llm.local import LocalChatModel
@@ -48,10 +48,25 @@ if TYPE_CHECKING:
 ABSTAIN_THRESHOLD = 0.40
 DONT_KNOW = "I don't know. The help centre does not seem to cover this."
 STOP = ["\nQuestion:", "<context>"]
-SERVED_PREFIX = "served:"  # next to a local model, `adapter="served:<name>"` asks the served model (chatbot.llm.remote)
 _FOLLOW_UP = re.compile(r"\b(it|its|that|this|those|these|they|them|there|one|same|instead|also)\b", re.IGNORECASE)
 
 History = Sequence[BaseMessage | tuple[str, str] | dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A question made ready to generate: what was retrieved, the prompt, and the model that will answer."""
+
+    question: str
+    options: AnswerOptions
+    search_query: str  # the question, joined to the previous one when it is a short follow-up
+    hits: tuple[Hit, ...]
+    abstain_reason: str | None  # set when the engine will say "I don't know" without generating
+    messages: tuple[BaseMessage, ...]
+    prompt: str  # the messages rendered as the model sees them
+    timings: dict[str, float]
+    model: Any  # the chat model that answers (the served one when `options.served`)
+    model_adapter: str | None  # the adapter's name on that model (None: its base)
 
 
 class ChatEngine:
@@ -71,18 +86,13 @@ class ChatEngine:
     ) -> None:
         self.retriever = retriever
         self.chat_model = chat_model
-        self.served = served  # a served model next to the local one: adapters named "served:<name>" go to it
+        self.served = served  # a served model next to the local one: `served=True` asks it
         loaded = getattr(getattr(chat_model, "model", None), "peft_config", {}) or {}
         self._adapters = list(adapters) if adapters is not None else [AdapterInfo(name) for name in loaded]
         self.examples = examples or Examples.load()
         self.abstain_threshold = abstain_threshold
         self.history_tokens = history_tokens
         self.prompt_tokens = prompt_tokens
-        self._prepare = (
-            RunnableLambda(self._condense, name="condense")
-            | RunnableLambda(self._retrieve, name="retrieve")
-            | RunnableLambda(self._prompt, name="prompt")
-        )
 
     def close(self) -> None:
         """Release the store (a local Qdrant folder is locked while open)."""
@@ -102,14 +112,14 @@ class ChatEngine:
         """Every registered adapter: the loaded ones can be passed as `adapter=`; the others say why not."""
         return list(self._adapters)
 
-    def probe(self, adapter: str) -> dict[str, Any]:
+    def probe(self, adapter: str, *, served: bool = False) -> dict[str, Any]:
         """Is `adapter` applied? The answer loss on its card's held-out pairs with it off and on."""
-        info = next((item for item in self._adapters if item.name == adapter), None)
+        info = next((item for item in self._adapters if (item.name, item.served) == (adapter, served)), None)
         if info is None or not info.loaded:
             reason = info.problem if info else "no adapter of that name is registered"
             raise AdapterNotFoundError(f"Cannot probe adapter {adapter!r}: {reason}.")
         pairs = info.card.probe or [_example_pair(item, self.examples) for item in self.examples.items]
-        model, name = self._route(adapter)
+        model, name = self._route(AnswerOptions(adapter=adapter, served=served))
         base = [model.answer_loss(p["messages"], p["answer"], adapter=None) for p in pairs]
         tuned = [model.answer_loss(p["messages"], p["answer"], adapter=name) for p in pairs]
         base_loss, adapter_loss = sum(base) / len(base), sum(tuned) / len(tuned)
@@ -123,98 +133,95 @@ class ChatEngine:
             "applied": abs(base_loss - adapter_loss) > 1e-4,
         }
 
-    def answer(self, question: str, history: History = (), **options: Any) -> Answer:
-        """Answer one question (same options as `stream`)."""
-        *_, answer = self.stream(question, history, **options)
-        return answer
-
-    def stream(self, question: str, history: History = (), **options: Any) -> Iterator[str | Answer]:
-        """Yield the answer's text as it is generated, then the final `Answer` (options as in `prepare`)."""
-        state = self.prepare(question, history, **options)
-        answer = Answer(
-            text="",
-            sources=state["hits"],
-            prompt=state["prompt"],
-            strategy=state["strategy"].value,
-            use_retrieval=state["use_retrieval"],
-            adapter=state["adapter"],
-            search_query=state["search_query"],
-            timings=state["timings"],
-            abstained=state["abstain_reason"] is not None,
-            abstain_reason=state["abstain_reason"],
-        )
-        if answer.abstained:
-            answer.text = _dont_know(state["hits"])
-            yield answer.text
-        else:
-            yield from self._generate(state, answer)
-        yield answer
-
-    def prepare(
+    def answer(
         self,
         question: str,
         history: History = (),
         *,
         use_retrieval: bool = True,
         adapter: str | None = None,
-        strategy: str | Strategy = "zero-shot",
+        strategy: str | Strategy = Strategy.ZERO_SHOT,
         top_k: int | None = None,
-        mode: str | None = None,
-        sources: Sequence[str] | None = None,
+        mode: str | RetrievalMode | None = None,
+        served: bool = False,
         abstain: bool = True,
-    ) -> dict[str, Any]:
-        """Condense, retrieve and build the prompt, without generating: the state `stream` generates
-        from, with `messages`, `prompt`, `hits` and `abstain_reason`."""
-        model, model_adapter = self._route(adapter)
-        return self._prepare.invoke(
-            {
-                "model": model,
-                "model_adapter": model_adapter,
-                "adapter": adapter,
-                "question": question,
-                "history": self._bounded_history(history),
-                "strategy": parse_strategy(strategy),
-                "use_retrieval": use_retrieval,
-                "top_k": top_k,
-                "mode": mode,
-                "sources": sources,
-                "abstain": abstain,
-                "timings": {},
-            }
+    ) -> Answer:
+        """Answer one question; each lever is a per-call argument (see `AnswerOptions`)."""
+        options = AnswerOptions(use_retrieval, adapter, strategy, top_k, mode, served, abstain)
+        *_, answer = self._stream(self.prepare(question, history, options))
+        return answer
+
+    def stream(
+        self,
+        question: str,
+        history: History = (),
+        *,
+        use_retrieval: bool = True,
+        adapter: str | None = None,
+        strategy: str | Strategy = Strategy.ZERO_SHOT,
+        top_k: int | None = None,
+        mode: str | RetrievalMode | None = None,
+        served: bool = False,
+        abstain: bool = True,
+    ) -> Iterator[str | Answer]:
+        """Yield the answer's text as it is generated, then the final `Answer` (arguments as in `answer`)."""
+        options = AnswerOptions(use_retrieval, adapter, strategy, top_k, mode, served, abstain)
+        yield from self._stream(self.prepare(question, history, options))
+
+    def prepare(
+        self,
+        question: str,
+        history: History = (),
+        options: AnswerOptions | None = None,
+        *,
+        sources: Sequence[str] | None = None,
+    ) -> Prepared:
+        """Condense, retrieve and build the prompt, without generating: what `stream` generates from.
+
+        `sources` limits retrieval to those files.
+        """
+        options = options or AnswerOptions()
+        model, model_adapter = self._route(options)
+        timings: dict[str, float] = {}
+        bounded = self._bounded_history(history)
+        started = time.perf_counter()
+        search_query = _condense(question, bounded)
+        timings["condense"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        hits: list[Hit] = []
+        abstain_reason = None
+        if options.use_retrieval:
+            hits = self.retriever.retrieve(search_query, k=options.top_k, mode=options.mode, sources=sources)
+            abstain_reason = self._abstain_reason(hits) if options.abstain else None
+        timings["retrieve"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        hits, messages = self._fit_prompt(question, bounded, hits, options, model)
+        prompt = model.render(messages)
+        timings["prompt"] = time.perf_counter() - started
+        return Prepared(
+            question,
+            options,
+            search_query,
+            tuple(hits),
+            abstain_reason,
+            tuple(messages),
+            prompt,
+            timings,
+            model,
+            model_adapter,
         )
 
-    def _route(self, adapter: str | None) -> tuple[Any, str | None]:
-        """The chat model that answers with `adapter`, and the adapter's name on that model."""
-        if self.served is not None and adapter and adapter.startswith(SERVED_PREFIX):
-            name = adapter.removeprefix(SERVED_PREFIX)
-            return self.served, None if name == self.served.model_name else name
-        return self.chat_model, adapter
+    def _route(self, options: AnswerOptions) -> tuple[Any, str | None]:
+        """The chat model that answers with these options, and the adapter's name on that model."""
+        if not options.served:
+            return self.chat_model, options.adapter
+        if self.served is None:
+            raise AdapterNotFoundError("No served model is configured: set RAG_LLM_BASE_URL and RAG_LOCAL_LLM.")
+        return self.served, None if options.adapter == self.served.model_name else options.adapter
 
     # -- the steps -------------------------------------------------------------------------
-
-    def _condense(self, state: dict[str, Any]) -> dict[str, Any]:
-        # A rule, not the model: a 135M model rewrites questions worse than it answers them.
-        # A short or pronoun-bearing follow-up is searched together with the previous question.
-        started = time.perf_counter()
-        question = state["question"].strip()
-        previous = next((m.content for m in reversed(state["history"]) if isinstance(m, HumanMessage)), None)
-        follow_up = previous and (len(question.split()) <= 4 or _FOLLOW_UP.search(question))
-        state["search_query"] = f"{previous} {question}" if follow_up else question
-        state["timings"]["condense"] = time.perf_counter() - started
-        return state
-
-    def _retrieve(self, state: dict[str, Any]) -> dict[str, Any]:
-        started = time.perf_counter()
-        state["hits"], state["abstain_reason"] = [], None
-        if state["use_retrieval"]:
-            hits = self.retriever.retrieve(
-                state["search_query"], k=state["top_k"], mode=state["mode"], sources=state["sources"]
-            )
-            state["hits"] = hits
-            if state["abstain"]:
-                state["abstain_reason"] = self._abstain_reason(hits)
-        state["timings"]["retrieve"] = time.perf_counter() - started
-        return state
 
     def _abstain_reason(self, hits: list[Hit]) -> str | None:
         if not hits:
@@ -224,17 +231,26 @@ class ChatEngine:
             return f"best passage similarity {best:.2f} is below the threshold {self.abstain_threshold:.2f}"
         return None
 
-    def _prompt(self, state: dict[str, Any]) -> dict[str, Any]:
-        started = time.perf_counter()
-        hits, model = list(state["hits"]), state["model"]
+    def _fit_prompt(
+        self, question: str, history: list[BaseMessage], hits: list[Hit], options: AnswerOptions, model: Any
+    ) -> tuple[list[Hit], list[BaseMessage]]:
+        """The messages, with as many of the passages as the prompt budget holds (the lowest-ranked go first)."""
+        hits = list(hits)
         budget = min(self.prompt_tokens, model.context_window - model.max_new_tokens)
         while True:
-            messages = self._messages(state, hits)
+            messages = build_messages(
+                question,
+                [Passage(hit.title, hit.section, hit.text) for hit in hits],
+                strategy=options.strategy,
+                examples=self.examples,
+                history=history,
+                use_retrieval=options.use_retrieval,
+            )
             used = model.count_tokens(messages)
             if used <= budget:
-                break
+                return hits, messages
             if len(hits) > 1:
-                hits.pop()  # drop the lowest-ranked passage first
+                hits.pop()
             elif hits and hits[0].text:
                 hits[0] = replace(hits[0], text=_cut_tokens(model.tokenizer, hits[0].text, used - budget))
             else:
@@ -242,24 +258,32 @@ class ChatEngine:
                     f"The question and history take {used} tokens, over the prompt budget of {budget}: "
                     "ask a shorter question or clear the chat."
                 )
-        state["hits"], state["messages"] = hits, messages
-        state["prompt"] = model.render(messages)
-        state["timings"]["prompt"] = time.perf_counter() - started
-        return state
 
-    def _messages(self, state: dict[str, Any], hits: list[Hit]) -> list[BaseMessage]:
-        return build_messages(
-            state["question"],
-            [Passage(hit.title, hit.section, hit.text) for hit in hits],
-            strategy=state["strategy"],
-            examples=self.examples,
-            history=state["history"],
-            use_retrieval=state["use_retrieval"],
+    def _stream(self, prepared: Prepared) -> Iterator[str | Answer]:
+        options = prepared.options
+        answer = Answer(
+            text="",
+            sources=list(prepared.hits),
+            prompt=prepared.prompt,
+            strategy=options.strategy.value,
+            use_retrieval=options.use_retrieval,
+            adapter=options.adapter,
+            search_query=prepared.search_query,
+            timings=dict(prepared.timings),
+            abstained=prepared.abstain_reason is not None,
+            abstain_reason=prepared.abstain_reason,
         )
+        if answer.abstained:
+            answer.text = _dont_know(answer.sources)
+            yield answer.text
+        else:
+            yield from self._generate(prepared, answer)
+        yield answer
 
-    def _generate(self, state: dict[str, Any], answer: Answer) -> Iterator[str]:
+    def _generate(self, prepared: Prepared, answer: Answer) -> Iterator[str]:
         started = time.perf_counter()
-        cot = state["strategy"] is Strategy.COT
+        cot = prepared.options.strategy is Strategy.COT
+        model = prepared.model
         text, shown, final, generated = "", 0, None, ""
 
         def new_text(safe: str) -> str:
@@ -268,7 +292,7 @@ class ChatEngine:
             piece, shown = visible[shown:], max(shown, len(visible))
             return piece
 
-        stream = state["model"].stream(state["messages"], adapter=state["model_adapter"], stop=STOP)
+        stream = model.stream(list(prepared.messages), adapter=prepared.model_adapter, stop=STOP)
         try:
             for chunk in stream:
                 final = chunk if final is None else final + chunk
@@ -294,12 +318,12 @@ class ChatEngine:
         if final is not None and final.usage_metadata:
             answer.usage = dict(final.usage_metadata)
         if generated and "output_tokens" not in answer.usage:  # a stream cut at a loop ends before its usage
-            answer.usage["output_tokens"] = len(state["model"].tokenizer.encode(generated, add_special_tokens=False))
-        if counted := getattr(state["model"], "token_count", None):  # a served model may count by estimate
+            answer.usage["output_tokens"] = len(model.tokenizer.encode(generated, add_special_tokens=False))
+        if counted := getattr(model, "token_count", None):  # a served model may count by estimate
             answer.usage["token_count"] = counted
         cited = any(1 <= n <= len(answer.sources) for n in cited_numbers(answer.text))
         if answer.sources and not cited and not is_refusal(answer.text):  # a refusal has no source to cite
-            numbers = supporting_passages(answer.text, [hit.text for hit in answer.sources], question=state["question"])
+            numbers = supporting_passages(answer.text, [hit.text for hit in answer.sources], question=prepared.question)
             if numbers:
                 added = " " + " ".join(f"[{n}]" for n in numbers)
                 answer.text += added
@@ -316,6 +340,15 @@ class ChatEngine:
                 break
             kept.append(message)
         return kept[::-1]
+
+
+def _condense(question: str, history: list[BaseMessage]) -> str:
+    # A rule, not the model: a 135M model rewrites questions worse than it answers them.
+    # A short or pronoun-bearing follow-up is searched together with the previous question.
+    question = question.strip()
+    previous = next((m.content for m in reversed(history) if isinstance(m, HumanMessage)), None)
+    follow_up = previous and (len(question.split()) <= 4 or _FOLLOW_UP.search(question))
+    return f"{previous} {question}" if follow_up else question
 
 
 def _cut_tokens(tokenizer: Any, text: str, excess: int) -> str:
@@ -364,7 +397,7 @@ def build_engine(settings: Settings, *, require_collection: bool = True) -> Chat
     """Load the models and open the store the settings name: the one way the page and CLIs get an engine.
 
     With `RAG_LLM_BASE_URL` the served model answers and its adapters are picked by name; with
-    `RAG_LOCAL_LLM` as well, the local model answers and the served ones are adapters "served:<name>".
+    `RAG_LOCAL_LLM` as well, the local model answers and `served=True` asks the served one.
     """
     from chatbot.llm.loading import load_embeddings
     from chatbot.rag.store import Store
@@ -384,7 +417,7 @@ def build_engine(settings: Settings, *, require_collection: bool = True) -> Chat
             return ChatEngine(retriever, served, examples=examples, adapters=remote_adapters(settings, served))
         chat_model, adapters = _local_chat_model(settings.local_side() if served else settings)
         if served is not None:
-            adapters += served_adapter_infos(served, prefix=SERVED_PREFIX)
+            adapters += served_adapter_infos(served, beside_local=True)
         return ChatEngine(retriever, chat_model, examples=examples, adapters=adapters, served=served)
     except BaseException:
         store.close()

@@ -91,9 +91,11 @@ def use_engine(monkeypatch):
 
         monkeypatch.setattr(common, "build_engine", build)
         common.load_engine.clear()
+        common.app_settings.clear()
 
     yield serve
     common.load_engine.clear()
+    common.app_settings.clear()
 
 
 @pytest.fixture
@@ -307,6 +309,7 @@ def test_a_locked_store_is_a_message_on_every_page(use_engine, page):
 
 def test_a_bad_setting_is_shown_as_a_message_not_a_traceback(monkeypatch):
     common.load_engine.clear()
+    common.app_settings.clear()
     monkeypatch.setenv("RAG_TOP_K", "-3")
     app = AppTest.from_file(APP, default_timeout=30).run()
     assert not app.exception
@@ -561,9 +564,14 @@ def test_evaluate_runs_the_grid_and_offers_the_report(engine, monkeypatch, tmp_p
     assert not app.exception, app.exception
     assert len(engine.chat_model.calls) == 4
     table = app.dataframe[0].value
-    assert list(table["configuration"]) == ["no-rag, base", "no-rag, support", "rag, base", "rag, support"]
+    assert list(table["configuration"]) == [
+        "retrieval off · base model · Zero-shot",
+        "retrieval on · base model · Zero-shot",
+        "retrieval off · adapter support · Zero-shot",
+        "retrieval on · adapter support · Zero-shot",
+    ]
     assert list(table["recall"]) == ["1.00"] * 4
-    assert list(table["hit@1"]) == ["", "", "1.00", "1.00"]  # blank, not "None", where it does not apply
+    assert list(table["hit@1"]) == ["", "1.00", "", "1.00"]  # blank, not "None", where it does not apply
     assert [b.label for b in app.get("download_button")] == ["Report (Markdown)", "Report (JSON)", "Chart (PNG)"]
 
 

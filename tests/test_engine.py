@@ -9,6 +9,7 @@ from qdrant_client import QdrantClient
 
 from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError
 from chatbot.engine import Answer, ChatEngine
+from chatbot.options import AnswerOptions
 from chatbot.rag.postprocess import split_reasoning
 from chatbot.rag.prompts import Examples, Passage, Strategy, build_messages
 from chatbot.rag.retrieval import Retriever
@@ -69,12 +70,12 @@ def test_prepare_builds_the_prompt_stream_would_use_without_generating(store):
     model = FakeChatModel(replies=["Refunds take 5 business days [1]."])
     engine = make_engine(store, model)
 
-    state = engine.prepare("How long do refunds take?", strategy="few-shot")
+    prepared = engine.prepare("How long do refunds take?", options=AnswerOptions(strategy="few-shot"))
 
-    assert model.calls == [] and state["abstain_reason"] is None
-    assert state["hits"][0].source == "refunds.md" and state["model"] is model
+    assert model.calls == [] and prepared.abstain_reason is None
+    assert prepared.hits[0].source == "refunds.md" and prepared.model is model
     answer = engine.answer("How long do refunds take?", strategy="few-shot")
-    assert answer.prompt == state["prompt"] and model.calls[0]["messages"] == state["messages"]
+    assert answer.prompt == prepared.prompt and model.calls[0]["messages"] == list(prepared.messages)
 
 
 def test_passages_are_numbered_in_the_order_of_the_sources(store):

@@ -19,7 +19,8 @@ from chatbot.engine import ChatEngine
 from chatbot.eval.metrics import groundedness, own_citations, percentile, retrieval_scores, term_recall
 from chatbot.eval.questions import Question
 from chatbot.eval.report import Report, Result
-from chatbot.eval.run import Config, ResultCache, default_configs, load_questions, run_evaluation, write_report
+from chatbot.eval.run import ResultCache, default_configs, load_questions, run_evaluation, write_report
+from chatbot.options import AnswerOptions
 from chatbot.rag.postprocess import is_refusal
 from chatbot.rag.retrieval import Retriever
 from chatbot.rag.store import Store
@@ -132,7 +133,11 @@ def test_real_answers_that_say_not_are_not_refusals(text):
     assert not is_refusal(text)
 
 
-def hand_report() -> tuple[Report, Config, Config]:
+OFF, ON = "retrieval off · base model · Zero-shot", "retrieval on · base model · Zero-shot"
+OFF_DEMO, ON_DEMO = "retrieval off · adapter demo · Zero-shot", "retrieval on · adapter demo · Zero-shot"
+
+
+def hand_report() -> tuple[Report, AnswerOptions, AnswerOptions]:
     questions = [Question(**{**q, "must_include": tuple(q["must_include"])}) for q in (
         {"id": "a", "question": "refunds?", "answer": "", "must_include": ["5 business days", "wallet"],
          "sources": ("refunds.md",), "kind": "fact"},
@@ -146,7 +151,7 @@ def hand_report() -> tuple[Report, Config, Config]:
         "b": Result("I don't know. The help centre does not cover this.", (refunds,), False, (), None, 2.0),
         "c": Result("The CEO is Bob [3].", (refunds, refunds), False, (), 30, 3.0),
     }
-    rag, no_rag = Config(retrieval=True), Config(retrieval=False)
+    rag, no_rag = AnswerOptions(use_retrieval=True), AnswerOptions(use_retrieval=False)
     no_rag_results = {
         "a": Result("Refunds take 5 business days and reach your wallet.", (), False, (), 12, 0.5),
         "b": Result("Growth is $49.", (), False, (), 4, 0.5),
@@ -180,9 +185,9 @@ def test_markdown_has_one_row_per_configuration_and_bolds_the_best():
     text = report.to_markdown()
 
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
-    assert "| **1.00** |" in rows["no-rag, base"]  # recall 1.00 beats 0.25
-    assert "**0.25**" not in rows["rag, base"] and "| 0.25 |" in rows["rag, base"]
-    assert "| 0.50 | 1.00 | 0.75 | 1.00 |" in rows["rag, base"]  # one value per column: nothing to compare
+    assert "| **1.00** |" in rows[OFF]  # recall 1.00 beats 0.25
+    assert "**0.25**" not in rows[ON] and "| 0.25 |" in rows[ON]
+    assert "| 0.50 | 1.00 | 0.75 | 1.00 |" in rows[ON]  # one value per column: nothing to compare
     assert "How each metric is computed" in text and "- **grounded**:" in text
 
 
@@ -233,7 +238,7 @@ def test_an_unknown_source_fails_before_any_model_call(kb, tmp_path):
     model = FakeChatModel()
     path = write_set(tmp_path / "qa.jsonl", [QUESTIONS[0], {**QUESTIONS[1], "source": ["plans.md", "refundz.md"]}])
     with pytest.raises(QuestionSetError) as caught:
-        run_evaluation(make_engine(store, model), load_questions(path), [Config()], question_set=path)
+        run_evaluation(make_engine(store, model), load_questions(path), [AnswerOptions()], question_set=path)
     message = str(caught.value)
     assert "line 2: 'refundz.md' (did you mean 'refunds.md'?)" in message
     assert "Wrong collection" in message and "rag-ingest" in message
@@ -248,12 +253,12 @@ def test_one_adapter_makes_a_grid_of_four_and_each_cell_is_asked(kb, tmp_path):
     model = FakeChatModel(adapters=("demo",))
     chat = make_engine(store, model)
     configs = default_configs(chat)
-    assert [c.label for c in configs] == ["no-rag, base", "no-rag, demo", "rag, base", "rag, demo"]
+    assert [c.label for c in configs] == [OFF, ON, OFF_DEMO, ON_DEMO]
 
     questions = load_questions(write_set(tmp_path / "qa.jsonl", QUESTIONS))
     report = run_evaluation(chat, questions, configs)
     assert len(model.calls) == 12 and len(report.rows()) == 12
-    assert [call["adapter"] for call in model.calls] == ([None] * 3 + ["demo"] * 3) * 2
+    assert [call["adapter"] for call in model.calls] == [None] * 6 + ["demo"] * 6
     assert report.summary()["configs"][3]["metrics"]["hit@1"] == 1.0
     assert report.rows()[0]["sources"] == [] and report.rows()[-1]["sources"]
 
@@ -264,9 +269,13 @@ def test_the_grid_axes_and_narrowing(kb):
     def labels(*axes, **narrowed):
         return [config.label for config in default_configs(chat, axes, **narrowed)]
 
-    assert labels("strategy") == ["rag, base", "rag, base, few-shot", "rag, base, cot"]
-    assert labels("retrieval", strategies=["cot"]) == ["no-rag, base, cot", "rag, base, cot"]
-    assert labels("adapter", adapters=["demo"]) == ["rag, base", "rag, demo"]
+    on = "retrieval on · base model"
+    assert labels("strategy") == [f"{on} · Zero-shot", f"{on} · Few-shot", f"{on} · Chain of thought"]
+    assert labels("retrieval", strategies=["cot"]) == [
+        "retrieval off · base model · Chain of thought",
+        "retrieval on · base model · Chain of thought",
+    ]
+    assert labels("adapter", adapters=["demo"]) == [f"{on} · Zero-shot", "retrieval on · adapter demo · Zero-shot"]
     assert labels("retrieval", "adapter", "strategy") and len(labels("retrieval", "adapter", "strategy")) == 12
     with pytest.raises(AdapterNotFoundError, match="'other' is not loaded; loaded: demo"):
         default_configs(chat, adapters=["other"])
@@ -300,11 +309,11 @@ def test_re_ingesting_a_changed_document_invalidates_the_cache(kb, tmp_path):
     model = FakeChatModel()
     cache_file = tmp_path / "results.jsonl"
     questions = load_questions(write_set(tmp_path / "qa.jsonl", QUESTIONS[:1]))
-    run_evaluation(make_engine(store, model), questions, [Config()], cache=ResultCache(cache_file))
+    run_evaluation(make_engine(store, model), questions, [AnswerOptions()], cache=ResultCache(cache_file))
     (folder / "refunds.md").write_text(PAGES["refunds.md"].replace("5 business", "7 business"))
     ingest(folder, store)
 
-    run_evaluation(make_engine(store, model), questions, [Config()], cache=ResultCache(cache_file))
+    run_evaluation(make_engine(store, model), questions, [AnswerOptions()], cache=ResultCache(cache_file))
     assert len(model.calls) == 2
 
 
@@ -321,7 +330,7 @@ def test_calibrating_an_adapter_invalidates_its_cached_answers_only(kb, tmp_path
     model = FakeChatModel(adapters=("demo",))
     cache = tmp_path / "results.jsonl"
     questions = load_questions(write_set(tmp_path / "qa.jsonl", QUESTIONS[:1]))
-    configs = [Config(), Config(adapter="demo")]
+    configs = [AnswerOptions(), AnswerOptions(adapter="demo")]
     run_evaluation(make_engine(store, model), questions, configs, cache=ResultCache(cache))
 
     engine = CalibratedEngine(Retriever(store, FakeEmbeddings(), top_k=3), model, abstain_threshold=0.0)
@@ -373,19 +382,19 @@ def test_the_cli_writes_the_three_files_and_prints_the_table(cli, capsys):
     captured = capsys.readouterr()
 
     report = json.loads((out / "report.json").read_text())
-    assert [c["label"] for c in report["configs"]] == ["no-rag, base", "no-rag, demo", "rag, base", "rag, demo"]
+    assert [c["label"] for c in report["configs"]] == [OFF, ON, OFF_DEMO, ON_DEMO]
     assert {"model", "collection", "question_set", "date", "settings", "rows", "metric_definitions"} <= report.keys()
     assert report["collection"]["fingerprint"]["embed_model"] == "fake" and len(report["rows"]) == 12
     assert (out / "report.png").read_bytes().startswith(b"\x89PNG")
     assert (out / "report.md").read_text() in captured.out and "**" in captured.out
-    assert "[4/4] rag, demo" in captured.err and "12 answers generated" in captured.err
+    assert f"[4/4] {ON_DEMO}" in captured.err and "12 answers generated" in captured.err
 
 
 def test_the_cli_json_summary_and_a_cached_rerun(cli, capsys):
     model, questions, out = cli
     assert cli_eval.main([str(questions), "--out", str(out), "--grid", "retrieval", "--limit", "2", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["questions"] == 2 and [c["label"] for c in summary["configs"]] == ["no-rag, base", "rag, base"]
+    assert summary["questions"] == 2 and [c["label"] for c in summary["configs"]] == [OFF, ON]
     assert summary["configs"][1]["metrics"]["hit@5"] == 1.0 and summary["configs"][0]["metrics"]["hit@5"] is None
 
     assert cli_eval.main([str(questions), "--out", str(out), "--grid", "retrieval", "--limit", "2", "--json"]) == 0

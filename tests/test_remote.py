@@ -203,18 +203,18 @@ def answer_messages(server: FakeServer) -> list[Any]:
 def test_next_to_a_local_model_served_ones_are_adapters_named_served(server, store):
     local = FakeChatModel(replies=["local answer [1]."], adapters=("parcelwise",))
     model = remote(server.url)
-    served = served_adapter_infos(model, prefix="served:")
+    served = served_adapter_infos(model, beside_local=True)
     engine = engine_over(store, local, served=model, adapters=[*engine_over(store, local).adapters(), *served])
 
-    assert [info.name for info in served] == [f"served:{BASE}", f"served:{LORA}"]
+    assert [(info.name, info.served) for info in served] == [(BASE, True), (LORA, True)]
     assert engine.answer("refunds").text == "local answer [1]." and local.calls[-1]["adapter"] is None
-    assert engine.answer("refunds", adapter=f"served:{BASE}").text.startswith(f"[{BASE}]")
-    on = engine.answer("refunds", adapter=f"served:{LORA}")
-    assert on.text.startswith(f"[{LORA}]") and on.adapter == f"served:{LORA}" and on.usage["token_count"] == "estimate"
+    assert engine.answer("refunds", served=True).text.startswith(f"[{BASE}]")
+    on = engine.answer("refunds", adapter=LORA, served=True)
+    assert on.text.startswith(f"[{LORA}]") and on.adapter == LORA and on.usage["token_count"] == "estimate"
     assert [request["model"] for request in server.requests] == [BASE, LORA]
     assert len(local.calls) == 1  # the served answers never touched the local model
     with pytest.raises(RagtuneError, match="returns text, not the answer loss"):
-        engine_over(store, local, served=model, adapters=served).probe(f"served:{LORA}")
+        engine_over(store, local, served=model, adapters=served).probe(LORA, served=True)
 
 
 # -- how build_engine chooses -------------------------------------------------------------------
@@ -268,7 +268,8 @@ def test_build_engine_with_local_llm_puts_the_local_model_next_to_the_served_one
 
     assert isinstance(engine.chat_model, FakeChatModel) and engine.served.model_name == BASE
     assert offline_models[0].llm_base_url is None and offline_models[0].llm_model is None  # the bundled SmolLM2
-    assert [info.name for info in engine.adapters()] == ["parcelwise", f"served:{BASE}", f"served:{LORA}"]
+    listed = [(info.name, info.served) for info in engine.adapters()]
+    assert listed == [("parcelwise", False), (BASE, True), (LORA, True)]
 
 
 def test_build_engine_fails_on_a_server_that_is_down_before_loading_anything(tmp_path, offline_models):

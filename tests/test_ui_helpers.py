@@ -11,8 +11,9 @@ from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
 
 from chatbot.engine import Answer
+from chatbot.options import AnswerOptions
 from chatbot.rag.retrieval import Hit
-from ui.common import Options, chat_history, timing_text
+from ui.common import chat_history, timing_text
 from ui.comparison import base_of, grid, similarity, to_json, to_markdown, word_diff
 from ui.safe_markdown import code_span, plain, safe_markdown
 from ui.uploads import MAX_NAME_BYTES, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, UploadError, clean_name, save_upload
@@ -157,10 +158,10 @@ def test_the_exports_carry_every_cell():
 
 def test_labels_and_timings_read_as_the_page_shows_them():
     assert (
-        Options(True, None, "cot", 4, "hybrid").label()
+        AnswerOptions(True, None, "cot", 4, "hybrid").label
         == "retrieval on (hybrid, top 4) · base model · Chain of thought"
     )
-    assert Options(False, "support", "few-shot").label() == "retrieval off · adapter support · Few-shot"
+    assert AnswerOptions(False, "support", "few-shot").label == "retrieval off · adapter support · Few-shot"
     assert timing_text(answer("x").timings) == "2.0 s (first token 0.5 s)"
     assert timing_text({"retrieve": 0.2}) == "0.2 s"
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import streamlit as st
 
 from chatbot.core.errors import RagtuneError
+from chatbot.options import AnswerOptions
 from ui.common import (
     INTERRUPTED,
     MODES,
     NO_DOCUMENTS,
     STRATEGY_LABELS,
-    Options,
+    adapter_choice,
     adapter_label,
     card_summary,
     chat_history,
@@ -72,25 +73,24 @@ def chat() -> None:
             del messages[-2:]  # the question was not answered: let it be asked again
             show_error(error)
             return
-        render_details(answer, options.label())
-    reply.update(content=answer.text, answer=answer, label=options.label(), interrupted=False)
+        render_details(answer, options.label)
+    reply.update(content=answer.text, answer=answer, label=options.label, interrupted=False)
 
 
-def sidebar(engine) -> Options:
+def sidebar(engine) -> AnswerOptions:
     """The levers, read as plain values for the next question."""
     adapters = engine.adapters()
     top_k = engine.retriever.top_k  # RAG_TOP_K
     defaults = {"use_retrieval": True, "adapter": "", "strategy": "zero-shot", "top_k": top_k, "mode": MODES[0]}
     for key, value in defaults.items():
         st.session_state.setdefault(key, value)
-    if st.session_state.adapter not in {info.name for info in adapters}:
+    choices = {adapter_choice(info): info for info in adapters}
+    if st.session_state.adapter not in choices:
         st.session_state.adapter = ""  # the adapter is gone (the server restarted without it)
     with st.sidebar:
         st.header("Settings")
         use_retrieval = st.toggle("Use retrieval", key="use_retrieval", help="Answer from the knowledge base")
-        adapter = st.selectbox(
-            "Adapter", ["", *(info.name for info in adapters)], format_func=adapter_label, key="adapter"
-        )
+        adapter = st.selectbox("Adapter", ["", *choices], format_func=adapter_label, key="adapter")
         strategy = st.selectbox(
             "Prompt strategy", list(STRATEGY_LABELS), format_func=STRATEGY_LABELS.__getitem__, key="strategy"
         )
@@ -109,7 +109,10 @@ def sidebar(engine) -> Options:
             st.subheader("Adapters")
             for info in adapters:
                 adapter_card(engine, info)
-    return Options(use_retrieval, adapter or None, strategy, top_k, mode)
+    chosen = choices.get(adapter)
+    return AnswerOptions(
+        use_retrieval, chosen and chosen.name, strategy, top_k, mode, served=bool(chosen and chosen.served)
+    )
 
 
 def adapter_card(engine, info) -> None:
@@ -120,8 +123,8 @@ def adapter_card(engine, info) -> None:
         st.markdown("\n".join(f"- {line}" for line in card_summary(info.card)))
         if info.path:
             st.caption(str(info.path))
-        if st.button("Is it applied?", key=f"probe-{info.name}", disabled=not info.loaded):
-            result = run_guarded(lambda: engine.probe(info.name))
+        if st.button("Is it applied?", key=f"probe-{adapter_choice(info)}", disabled=not info.loaded):
+            result = run_guarded(lambda: engine.probe(info.name, served=info.served))
             if result is not None:
                 base, tuned = result["base_loss"], result["adapter_loss"]
                 st.metric(

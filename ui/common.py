@@ -13,26 +13,23 @@ import logging
 import threading
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
 import streamlit as st
 
 from adapters.card import AdapterCard
+from adapters.registry import AdapterInfo
 from chatbot.core.config import Settings
 from chatbot.core.errors import RagtuneError
 from chatbot.core.text import heading_path
 from chatbot.engine import Answer, ChatEngine, build_engine
+from chatbot.options import AnswerOptions
 from chatbot.rag.prompts import Strategy
 from chatbot.rag.retrieval import RetrievalMode
 from ui.safe_markdown import plain, safe_markdown
 
-STRATEGY_LABELS = {
-    Strategy.ZERO_SHOT.value: "Zero-shot",
-    Strategy.FEW_SHOT.value: "Few-shot",
-    Strategy.COT.value: "Chain of thought",
-}
+STRATEGY_LABELS = {strategy.value: strategy.label for strategy in Strategy}
 MODES = [RetrievalMode.HYBRID.value, RetrievalMode.DENSE.value]
 NO_DOCUMENTS = "No documents yet: ingest on the Knowledge base page or run `rag-ingest data/kb`."
 INTERRUPTED = ":material/pause_circle: No answer: it was cut off (a setting changed or the page reloaded). Ask again."
@@ -40,11 +37,17 @@ INTERRUPTED = ":material/pause_circle: No answer: it was cut off (a setting chan
 log = logging.getLogger(__name__)
 
 
+@st.cache_resource
+def app_settings() -> Settings:
+    """The `RAG_*` settings, read once per server process (pages never read the environment themselves)."""
+    return Settings.from_env()
+
+
 @st.cache_resource(show_spinner="Loading the models (first time only)...")
 def load_engine() -> ChatEngine:
     """The engine for this server process; a failure is not cached, so fixing it and reloading the page works."""
     # require_collection=False: the Knowledge base page must work before anything is ingested.
-    return build_engine(Settings.from_env(), require_collection=False)
+    return build_engine(app_settings(), require_collection=False)
 
 
 @st.cache_resource
@@ -73,37 +76,6 @@ def show_unexpected(error: Exception) -> None:
     st.error(f"Something went wrong: {type(error).__name__}. Details are in the server log.", icon=":material/error:")
 
 
-@dataclass(frozen=True)
-class Options:
-    """The levers one answer was produced with, as the engine takes them and as the page labels them."""
-
-    use_retrieval: bool = True
-    adapter: str | None = None
-    strategy: str = Strategy.ZERO_SHOT.value
-    top_k: int | None = None
-    mode: str | None = None
-
-    def call_args(self) -> dict[str, Any]:
-        """Keyword arguments for `engine.stream`."""
-        return {
-            "use_retrieval": self.use_retrieval,
-            "adapter": self.adapter,
-            "strategy": self.strategy,
-            "top_k": self.top_k,
-            "mode": self.mode,
-        }
-
-    def label(self) -> str:
-        """E.g. 'retrieval on (hybrid, top 4) · adapter support-v1 · Few-shot'."""
-        if self.use_retrieval:
-            detail = ", ".join(part for part in (self.mode, self.top_k and f"top {self.top_k}") if part)
-            retrieval = f"retrieval on ({detail})" if detail else "retrieval on"
-        else:
-            retrieval = "retrieval off"
-        adapter = f"adapter {self.adapter}" if self.adapter else "base model"
-        return f"{retrieval} · {adapter} · {STRATEGY_LABELS.get(self.strategy, self.strategy)}"
-
-
 def chat_history(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The finished exchanges of a chat, as strictly alternating user/assistant turns for the engine.
 
@@ -117,7 +89,7 @@ def chat_history(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return turns
 
 
-def stream_answer(engine: ChatEngine, question: str, history: list[tuple[str, str]], options: Options) -> Answer:
+def stream_answer(engine: ChatEngine, question: str, history: list[tuple[str, str]], options: AnswerOptions) -> Answer:
     """Stream one answer into the current container and return the final `Answer`.
 
     The stream is always closed before returning, even when the script is stopped or
@@ -127,7 +99,7 @@ def stream_answer(engine: ChatEngine, question: str, history: list[tuple[str, st
     """
     final: list[Answer] = []
     shown, text = st.empty(), ""
-    with closing(engine.stream(question, history, **options.call_args())) as stream:
+    with closing(engine.stream(question, history, **options.kwargs())) as stream:
         for item in stream:
             if isinstance(item, Answer):
                 final.append(item)
@@ -190,9 +162,14 @@ def timing_text(timings: dict[str, float]) -> str:
     return f"{total:.1f} s (first token {before + first:.1f} s)"
 
 
-def loaded_adapters(engine: ChatEngine) -> list[str]:
-    """The names of the adapters that can be switched to."""
-    return [info.name for info in engine.adapters() if info.loaded]
+def loaded_adapters(engine: ChatEngine) -> dict[str, AdapterInfo]:
+    """The adapters that can be switched to, by how a select box shows them."""
+    return {adapter_choice(info): info for info in engine.adapters() if info.loaded}
+
+
+def adapter_choice(info: AdapterInfo) -> str:
+    """An adapter as a select box option: its name, marked when it is on the served model."""
+    return f"{info.name} (served)" if info.served else info.name
 
 
 def adapter_label(name: str) -> str:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chatbot.core.text import heading_path
 from chatbot.engine import Answer
-from ui.common import STRATEGY_LABELS, Options, timing_text
+from chatbot.options import AnswerOptions
+from chatbot.options import grid as options_grid
+from ui.common import timing_text
 
 
 @dataclass
 class Cell:
     """One combination of levers, and what it produced (an answer, an error, or a reason it did not run)."""
 
-    options: Options
+    options: AnswerOptions
     answer: Answer | None = None
     error: str | None = None
     skipped: str | None = None
@@ -32,25 +34,31 @@ class Cell:
 
 
 def grid(
-    strategies: list[str], adapter: str | None, *, top_k: int | None = None, mode: str | None = None
+    strategies: list[str],
+    adapter: str | None,
+    *,
+    served: bool = False,
+    top_k: int | None = None,
+    mode: str | None = None,
 ) -> list[Cell]:
-    """Cells row by row (one row per strategy): retrieval off/on x no adapter / `adapter`.
+    """Cells row by row (one row per strategy): retrieval off/on x the base model / `adapter`.
 
     Without an adapter the adapter column is still laid out, as cells that say why they did not run.
     """
-    cells = []
-    for strategy in strategies:
-        for name in (None, adapter or ""):
-            for use_retrieval in (False, True):
-                options = Options(use_retrieval, name or None, strategy, top_k, mode)
-                skipped = "No adapter is loaded: train one with `rag-train-adapter`." if name == "" else None
-                cells.append(Cell(options, skipped=skipped))
-    return cells
+    base = AnswerOptions(top_k=top_k, mode=mode)
+    laid_out = options_grid(base, use_retrieval=(False, True), adapters=(None, adapter or ""), strategies=strategies)
+    skipped = "No adapter is loaded: train one with `rag-train-adapter`."
+    return [
+        Cell(options, skipped=skipped)
+        if options.adapter == ""
+        else Cell(replace(options, served=served and bool(options.adapter)))
+        for options in laid_out
+    ]
 
 
 def base_of(cells: list[Cell], cell: Cell) -> Cell:
     """The cell every other cell of its row is compared against: retrieval off, no adapter."""
-    base = Options(False, None, cell.options.strategy, cell.options.top_k, cell.options.mode)
+    base = replace(cell.options, use_retrieval=False, adapter=None)
     return next(c for c in cells if c.options == base)
 
 
@@ -75,7 +83,7 @@ def to_markdown(question: str, cells: list[Cell]) -> str:
     """The comparison as a Markdown document."""
     lines = ["# ragtune comparison", "", f"**Question:** {question}", ""]
     for cell in cells:
-        lines += [f"## {cell.title} · {STRATEGY_LABELS[cell.options.strategy]}", ""]
+        lines += [f"## {cell.title} · {cell.options.strategy.label}", ""]
         if cell.answer is None:
             lines += [f"_{cell.error or cell.skipped}_", ""]
             continue
@@ -90,8 +98,8 @@ def to_json(question: str, cells: list[Cell]) -> str:
     """The comparison as JSON: the question and, per cell, its options and the `rag-chat --json` answer."""
     shown = [
         {
-            "options": cell.options.call_args(),
-            "label": cell.options.label(),
+            "options": cell.options.kwargs(),
+            "label": cell.options.label,
             "answer": cell.answer.to_json() if cell.answer else None,
             "error": cell.error,
             "skipped": cell.skipped,

@@ -31,6 +31,7 @@ from typing import Any
 from adapters.card import CARD_FILE
 from adapters.training.examples import REFUSAL
 from chatbot.core.errors import RagtuneError
+from chatbot.options import AnswerOptions
 
 ANSWER_LEAD = "According"
 TABLE_BOUNDARIES = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
@@ -42,10 +43,10 @@ def margins(engine: Any, questions: list[Any], adapter: str) -> dict[str, list[f
     refuse, answer = (chat_model.get_token_ids(text)[0] for text in (REFUSAL, ANSWER_LEAD))
     found: dict[str, list[float | None]] = {"answerable": [], "unanswerable": []}
     for question in questions:
-        state = engine.prepare(question.question, adapter=adapter)
+        prepared = engine.prepare(question.question, options=AnswerOptions(adapter=adapter))
         margin = None
-        if not state["abstain_reason"]:
-            scores = chat_model.next_token_logprobs(state["messages"], adapter=adapter)
+        if not prepared.abstain_reason:
+            scores = chat_model.next_token_logprobs(list(prepared.messages), adapter=adapter)
             margin = float(scores[refuse] - scores[answer])
         kind = "answerable" if question.answerable else "unanswerable"
         found[kind].append(margin)

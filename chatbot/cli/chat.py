@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from chatbot.core.config import Settings
 from chatbot.core.errors import RagtuneError, SettingsError
 from chatbot.core.text import heading_path
+from chatbot.options import AnswerOptions
 from chatbot.rag.prompts import Strategy
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--k", type=int, dest="top_k", help="passages to retrieve (default RAG_TOP_K)")
     parser.add_argument("--mode", choices=["dense", "hybrid"], help="retrieval mode (default: hybrid)")
     parser.add_argument("--no-abstain", dest="abstain", action="store_false", help="always generate, even when unsure")
+    parser.add_argument(
+        "--served", action="store_true", help="ask the served model (RAG_LLM_BASE_URL) next to the local one"
+    )
     parser.add_argument("--probe", action="store_true", help="with --adapter: also measure that it is applied")
     parser.add_argument("--list-adapters", action="store_true", help="list the registered adapters and exit")
     parser.add_argument("--json", action="store_true", help="print one JSON object per answer")
@@ -78,22 +82,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def ask(engine: ChatEngine, question: str, history: list[tuple[str, str]], args: argparse.Namespace) -> Answer:
     """Answer one question: streamed to the terminal, or as one JSON object."""
-    options = {
-        "use_retrieval": args.use_retrieval,
-        "adapter": args.adapter,
-        "strategy": args.strategy,
-        "top_k": args.top_k,
-        "mode": args.mode,
-        "abstain": args.abstain,
-    }
+    options = AnswerOptions(
+        args.use_retrieval, args.adapter, args.strategy, args.top_k, args.mode, args.served, args.abstain
+    )
     answer = None
-    for item in engine.stream(question, history, **options):
+    for item in engine.stream(question, history, **options.kwargs()):
         if isinstance(item, str):
             if not args.json:
                 print(item, end="", flush=True)
         else:
             answer = item
-    probe = engine.probe(args.adapter) if args.probe and args.adapter else None
+    probe = engine.probe(args.adapter, served=args.served) if args.probe and args.adapter else None
     if args.json:
         print(json.dumps({**answer.to_json(), **({"probe": probe} if probe else {})}, ensure_ascii=False))
     else:

@@ -18,7 +18,7 @@ from chatbot.core.errors import RagtuneError, SettingsError
 from chatbot.rag.prompts import Strategy
 
 if TYPE_CHECKING:
-    from chatbot.eval.run import Config
+    from chatbot.options import AnswerOptions
 
 AXES = ("retrieval", "adapter", "strategy")
 
@@ -179,14 +179,14 @@ class _Bars:
 
     def __init__(self) -> None:
         self.bar = None
-        self.config: Config | None = None
-        self.configs: list[Config] = []
+        self.config: AnswerOptions | None = None
+        self.configs: list[AnswerOptions] = []
         self.per_config = 0
 
-    def start(self, configs: list[Config], per_config: int) -> None:
+    def start(self, configs: list[AnswerOptions], per_config: int) -> None:
         self.configs, self.per_config = configs, per_config
 
-    def __call__(self, done: int, total: int, config: Config) -> None:
+    def __call__(self, done: int, total: int, config: AnswerOptions) -> None:
         from tqdm import tqdm
 
         if config != self.config:

@@ -20,6 +20,9 @@ _CITATION = re.compile(r"\[\d+\]")
 HIT_DEPTH = 5
 
 
+DECIMALS = {"share": 2, "seconds": 2, "count": 0}  # how many decimals each unit is shown with
+
+
 @dataclass(frozen=True)
 class Metric:
     """One column of the report: its key, header, which way is better, and how it is computed."""
@@ -29,6 +32,21 @@ class Metric:
     better: str | None  # "high", "low", or None when neither is better (tokens)
     unit: str  # "share" (0..1), "seconds" or "count"
     how: str
+
+    def rounded(self, value: float | None) -> float | None:
+        """The value as the report shows it."""
+        return None if value is None else round(value, DECIMALS[self.unit])
+
+    def shown(self, value: float | None) -> str:
+        """The value as text; blank where the metric does not apply."""
+        return "" if value is None else f"{value:.{DECIMALS[self.unit]}f}"
+
+    def best(self, values: Iterable[float | None]) -> float | None:
+        """The best of `values` as shown (two that print the same tie), or None when there is nothing to prefer."""
+        present = {self.rounded(value) for value in values if value is not None}
+        if self.better is None or len(present) < 2:
+            return None
+        return max(present) if self.better == "high" else min(present)
 
 
 METRICS = (

@@ -5,20 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chatbot.eval.metrics import METRICS, Metric
+from chatbot.eval.metrics import METRICS
 
 if TYPE_CHECKING:
     from chatbot.eval.report import Report
-
-DECIMALS = {"share": 2, "seconds": 2, "count": 0}
 
 
 def markdown(report: Report) -> str:
     """report.md: one row per configuration, the best value of each metric in bold, then how each is computed."""
     info = report.info
     values = {config: report.metrics(config) for config in report.configs}
-    shown = {config: {m.key: _format(values[config][m.key], m) for m in METRICS} for config in report.configs}
-    best = {metric.key: _best(metric, [values[config][metric.key] for config in report.configs]) for metric in METRICS}
+    shown = {config: {m.key: m.shown(values[config][m.key]) for m in METRICS} for config in report.configs}
+    best = {metric.key: metric.best(values[config][metric.key] for config in report.configs) for metric in METRICS}
     header = ["configuration", *(metric.header for metric in METRICS)]
     lines = [
         f"# Evaluation of {info.get('question_set', 'a question set')}",
@@ -32,7 +30,7 @@ def markdown(report: Report) -> str:
         cells = [config.label]
         for metric in METRICS:
             text = shown[config][metric.key]
-            rounded = _rounded(values[config][metric.key], metric)
+            rounded = metric.rounded(values[config][metric.key])
             cells.append(
                 f"**{text}**" if text and best[metric.key] is not None and rounded == best[metric.key] else text
             )
@@ -78,24 +76,6 @@ def _by_kind(report: Report) -> list[str]:
         cells = ["" if values[kind] is None else f"{values[kind]:.2f}" for kind in kinds]
         lines.append(f"| {config.label} | " + " | ".join(cells) + " |")
     return lines
-
-
-def _rounded(value: float | None, metric: Metric) -> float | None:
-    return None if value is None else round(value, DECIMALS[metric.unit])
-
-
-def _format(value: float | None, metric: Metric) -> str:
-    if value is None:
-        return ""
-    return f"{value:.{DECIMALS[metric.unit]}f}"
-
-
-def _best(metric: Metric, values: list[float | None]) -> float | None:
-    # Compared as shown, so two values that print the same are both bold or neither is.
-    present = {_rounded(value, metric) for value in values if value is not None}
-    if metric.better is None or len(present) < 2:
-        return None
-    return max(present) if metric.better == "high" else min(present)
 
 
 def draw_chart(report: Report, path: Path) -> None:

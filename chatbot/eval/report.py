@@ -25,33 +25,13 @@ from chatbot.eval.metrics import (
 )
 from chatbot.eval.questions import KINDS, Question
 from chatbot.eval.render import draw_chart, markdown
+from chatbot.options import AnswerOptions
 from chatbot.rag.postprocess import cited_numbers, is_refusal
 
 if TYPE_CHECKING:
     from chatbot.engine import Answer
 
 REPORT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Config:
-    """One cell of the grid: retrieval on/off, an adapter (None = the base model), a prompt strategy."""
-
-    retrieval: bool = True
-    adapter: str | None = None
-    strategy: str = "zero-shot"
-
-    @property
-    def label(self) -> str:
-        """A short readable name, e.g. 'rag, support-rag' or 'no-rag, base, cot'."""
-        parts = ["rag" if self.retrieval else "no-rag", self.adapter or "base"]
-        if self.strategy != "zero-shot":
-            parts.append(self.strategy)
-        return ", ".join(parts)
-
-    def to_json(self) -> dict[str, Any]:
-        """The configuration as a JSON object, label included."""
-        return {"label": self.label, "retrieval": self.retrieval, "adapter": self.adapter, "strategy": self.strategy}
 
 
 @dataclass(frozen=True)
@@ -110,13 +90,13 @@ class Report:
     """Every question's result under every configuration, plus the facts that make the run reproducible."""
 
     questions: list[Question]
-    configs: list[Config]
-    results: dict[tuple[str, Config], Result]  # (question id, configuration) -> result
+    configs: list[AnswerOptions]
+    results: dict[tuple[str, AnswerOptions], Result]  # (question id, configuration) -> result
     retrieved: dict[str, list[str]]  # answerable question id -> sources of its top passages, best first
     info: dict[str, Any] = field(default_factory=dict)  # model, collection, question_set, date, settings
     cached: int = 0  # how many results came from the cache
 
-    def row(self, question: Question, config: Config) -> dict[str, Any]:
+    def row(self, question: Question, config: AnswerOptions) -> dict[str, Any]:
         """One question under one configuration: the answer and its per-answer scores."""
         result = self.results[(question.id, config)]
         passages = [text for _, text in result.sources]
@@ -135,7 +115,7 @@ class Report:
             "refused": refused,
             "abstained": result.abstained,
             "recall": recall if question.answerable else None,
-            "grounded": None if refused or not config.retrieval else groundedness(result.text, passages),
+            "grounded": None if refused or not config.use_retrieval else groundedness(result.text, passages),
             "citations": own,
             "citations_added": list(result.citations_added),
             "cite_valid": all(1 <= n <= len(result.sources) for n in own) if own else None,
@@ -146,7 +126,7 @@ class Report:
             "output_tokens": result.output_tokens,
             "timings": {name: round(seconds, 4) for name, seconds in result.timings.items()},
         }
-        if config.retrieval and question.answerable:
+        if config.use_retrieval and question.answerable:
             row["retrieval_rank"] = first_rank(self.retrieved[question.id][:5], question.sources)
         return row
 
@@ -154,14 +134,14 @@ class Report:
         """Every question under every configuration, configuration by configuration."""
         return [self.row(question, config) for config in self.configs for question in self.questions]
 
-    def metrics(self, config: Config) -> dict[str, float | None]:
+    def metrics(self, config: AnswerOptions) -> dict[str, float | None]:
         """The `METRICS` of one configuration (None where a metric does not apply)."""
         rows = [self.row(question, config) for question in self.questions]
         answerable = [row for row in rows if row["kind"] != "unanswerable"]
         checks = [retrieval_scores(self.retrieved[q.id], q.sources) for q in self.questions if q.answerable]
         latencies = [self.results[(q.id, config)].latency for q in self.questions]
         values: dict[str, float | None] = {
-            key: mean(check[key] for check in checks) if config.retrieval else None for key in RETRIEVAL_KEYS
+            key: mean(check[key] for check in checks) if config.use_retrieval else None for key in RETRIEVAL_KEYS
         }
         values |= {
             "recall": mean(row["recall"] for row in answerable),
@@ -176,7 +156,7 @@ class Report:
         }
         return values
 
-    def recall_by_kind(self, config: Config) -> dict[str, float | None]:
+    def recall_by_kind(self, config: AnswerOptions) -> dict[str, float | None]:
         """Must-include recall of one configuration per question kind (answerable kinds present)."""
         kinds = [kind for kind in KINDS if any(q.kind == kind and q.answerable for q in self.questions)]
         rows = [self.row(question, config) for question in self.questions]
@@ -223,4 +203,4 @@ def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["Config", "Report", "Result", "write_report"]
+__all__ = ["Report", "Result", "write_report"]

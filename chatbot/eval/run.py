@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError, RagtuneError
 from chatbot.eval.questions import Question, check_sources, load_questions
-from chatbot.eval.report import Config, Report, Result, write_report
+from chatbot.eval.report import Report, Result, write_report
+from chatbot.options import AnswerOptions, grid
 from chatbot.rag.prompts import Strategy, build_messages, parse_strategy
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 AXES = ("retrieval", "adapter", "strategy")
 CACHE_VERSION = 1
 RETRIEVAL_DEPTH = 5
-Progress = Callable[[int, int, Config], None]
+Progress = Callable[[int, int, AnswerOptions], None]
 
 
 class ResultCache:
@@ -90,7 +91,7 @@ def default_configs(
     *,
     adapters: Sequence[str] | None = None,
     strategies: Sequence[str] | None = None,
-) -> list[Config]:
+) -> list[AnswerOptions]:
     """The grid: every combination of the values of `axes`; an axis left out keeps one value.
 
     Retrieval varies off/on (fixed: on); adapter varies base + each loaded adapter, or the
@@ -100,26 +101,25 @@ def default_configs(
     unknown = [axis for axis in axes if axis not in AXES]
     if unknown:
         raise InvalidOptionError(f"Grid axis {unknown[0]!r} is not one of: {', '.join(AXES)}.")
-    loaded = [info.name for info in engine.adapters() if getattr(info, "loaded", True)]
+    loaded = [info.name for info in engine.adapters() if info.loaded and not info.served]
     for name in adapters or ():
         if name not in loaded:
             raise AdapterNotFoundError(
                 f"Adapter {name!r} is not loaded; loaded: {', '.join(loaded) or 'none'}. "
                 "Train or register it first (rag-train-adapter), or drop it from --adapters."
             )
-    chosen_strategies = [parse_strategy(name).value for name in strategies or ()]
-    retrievals = [False, True] if "retrieval" in axes else [True]
-    adapter_values = [None, *(adapters or loaded)] if "adapter" in axes else [_single("adapters", adapters)]
-    if "strategy" in axes:
-        strategy_values = chosen_strategies or [strategy.value for strategy in Strategy]
-    else:
-        strategy_values = [_single("strategies", chosen_strategies) or Strategy.ZERO_SHOT.value]
-    return [
-        Config(retrieval, adapter, strategy)
-        for retrieval in retrievals
-        for adapter in dict.fromkeys(adapter_values)
-        for strategy in dict.fromkeys(strategy_values)
-    ]
+    chosen_strategies = [parse_strategy(name) for name in strategies or ()]
+    return grid(
+        AnswerOptions(
+            adapter=None if "adapter" in axes else _single("adapters", adapters),
+            strategy=Strategy.ZERO_SHOT
+            if "strategy" in axes
+            else _single("strategies", chosen_strategies) or "zero-shot",
+        ),
+        use_retrieval=(False, True) if "retrieval" in axes else None,
+        adapters=[None, *(adapters or loaded)] if "adapter" in axes else None,
+        strategies=(chosen_strategies or list(Strategy)) if "strategy" in axes else None,
+    )
 
 
 def _single(option: str, values: Sequence[str] | None) -> str | None:
@@ -135,7 +135,7 @@ def _single(option: str, values: Sequence[str] | None) -> str | None:
 def run_evaluation(
     engine: ChatEngine,
     questions: Sequence[Question],
-    configs: Sequence[Config],
+    configs: Sequence[AnswerOptions],
     *,
     cache: ResultCache | None = None,
     progress: Progress | None = None,
@@ -147,7 +147,7 @@ def run_evaluation(
     check_sources(questions, known, collection=store.collection, path=question_set)
     identity = run_identity(engine)
     retrieved = {q.id: _retrieved_sources(engine, q.question) for q in questions if q.answerable}
-    results: dict[tuple[str, Config], Result] = {}
+    results: dict[tuple[str, AnswerOptions], Result] = {}
     done, total, reused = 0, len(questions) * len(configs), 0
     for config in configs:
         context = {**identity, "config": config.to_json(), "adapter": adapter_identity(engine, config.adapter)}
@@ -175,12 +175,10 @@ def run_evaluation(
     return Report(list(questions), list(configs), results, retrieved, info, reused)
 
 
-def _ask(engine: ChatEngine, question: Question, config: Config) -> Result:
+def _ask(engine: ChatEngine, question: Question, config: AnswerOptions) -> Result:
     started = time.perf_counter()
     try:
-        answer = engine.answer(
-            question.question, use_retrieval=config.retrieval, adapter=config.adapter, strategy=config.strategy
-        )
+        answer = engine.answer(question.question, **config.kwargs())
     except RagtuneError as error:
         # Same error class, so the CLI still reports it in one line, now naming the question.
         raise type(error)(f"Question {question.id} (line {question.line}), {config.label}: {error}") from error
@@ -250,14 +248,14 @@ def adapter_identity(engine: ChatEngine, name: str | None) -> str | None:
     return name
 
 
-def prompt_hash(engine: ChatEngine, config: Config) -> str:
+def prompt_hash(engine: ChatEngine, config: AnswerOptions) -> str:
     """A hash of the prompt templates and examples one configuration renders (an edited template re-asks)."""
     messages = build_messages(
         "{question}",
         [],
-        strategy=parse_strategy(config.strategy),
+        strategy=config.strategy,
         examples=engine.examples,
-        use_retrieval=config.retrieval,
+        use_retrieval=config.use_retrieval,
     )
     return _digest([[message.type, str(message.content)] for message in messages])
 
@@ -273,7 +271,7 @@ def _digest(value: Any) -> str:
 
 __all__ = [
     "AXES",
-    "Config",
+    "AnswerOptions",
     "Question",
     "Report",
     "Result",

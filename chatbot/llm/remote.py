@@ -287,12 +287,12 @@ def build_remote_chat_model(
     )
 
 
-def served_adapter_infos(model: RemoteChatModel, *, prefix: str = "") -> list[AdapterInfo]:
-    """The served adapters as loaded adapters; with a `prefix` (next to a local model) the served base too."""
+def served_adapter_infos(model: RemoteChatModel, *, beside_local: bool = False) -> list[AdapterInfo]:
+    """The served adapters as loaded adapters; next to a local model, marked served, with the served base too."""
     card = AdapterCard(base_model=model.model_name, served_by=model.base_url)
-    infos = [AdapterInfo(prefix + name, card) for name in model.served_adapters]
-    if prefix:
-        infos.insert(0, AdapterInfo(prefix + model.model_name, card))
+    infos = [AdapterInfo(name, card, served=beside_local) for name in model.served_adapters]
+    if beside_local:
+        infos.insert(0, AdapterInfo(model.model_name, card, served=True))
     return infos
 
 

@@ -37,6 +37,11 @@ class Strategy(StrEnum):
     FEW_SHOT = "few-shot"
     COT = "cot"
 
+    @property
+    def label(self) -> str:
+        """How the page names it."""
+        return {"zero-shot": "Zero-shot", "few-shot": "Few-shot", "cot": "Chain of thought"}[self.value]
+
 
 def parse_strategy(value: str | Strategy) -> Strategy:
     """A strategy from its name; a clear error for anything else."""

@@ -25,8 +25,8 @@ adapters = loaded_adapters(engine)
 with st.form("compare"):
     question = st.text_input("Question", placeholder="How long do refunds take?")
     left, middle, right = st.columns([2, 2, 1], vertical_alignment="bottom")
-    adapter = left.selectbox(
-        "Adapter", adapters or [""], format_func=lambda name: name or "No adapter loaded", disabled=not adapters
+    choice = left.selectbox(
+        "Adapter", list(adapters) or [""], format_func=lambda name: name or "No adapter loaded", disabled=not adapters
     )
     strategy = middle.selectbox("Prompt strategy", list(STRATEGY_LABELS), format_func=STRATEGY_LABELS.__getitem__)
     every_strategy = right.checkbox("All strategies", help="One row per prompt strategy")
@@ -35,7 +35,12 @@ with st.form("compare"):
             st.warning("Type a question first.")
             st.stop()
         strategies = list(STRATEGY_LABELS) if every_strategy else [strategy]
-        st.session_state.comparison = {"question": question.strip(), "cells": grid(strategies, adapter)}
+        st.session_state.comparison = {
+            "question": question.strip(),
+            "cells": grid(strategies, chosen.name, served=chosen.served)
+            if (chosen := adapters.get(choice))
+            else grid(strategies, None),
+        }
 
 comparison = st.session_state.get("comparison")
 if comparison is None:

@@ -12,12 +12,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from chatbot.core.config import Settings
 from chatbot.eval.metrics import METRICS
 from chatbot.eval.questions import Question
-from chatbot.eval.render import DECIMALS
 from chatbot.eval.run import ResultCache, default_configs, load_questions, run_evaluation, write_report
-from ui.common import engine_or_stop, run_guarded, show_error
+from ui.common import app_settings, engine_or_stop, run_guarded, show_error
 from ui.uploads import MAX_UPLOAD_MB, UploadError, clean_name
 
 DEFAULT_QUESTIONS = Path("data/kb_qa.jsonl")
@@ -51,19 +49,19 @@ def table(summary: dict):
     """One row per configuration, blank where a metric does not apply, the best of each column in bold."""
     import pandas as pd  # streamlit depends on it; only the table needs it
 
-    rows = [
-        {"configuration": c["label"], **{m.header: c["metrics"].get(m.key) for m in METRICS}}
-        for c in summary["configs"]
-    ]
-    numbers = pd.DataFrame(rows).astype({m.header: float for m in METRICS})
-    shown, styles = numbers.copy(), pd.DataFrame("", index=numbers.index, columns=numbers.columns)
+    configs = summary["configs"]
+    shown = pd.DataFrame(
+        [
+            {"configuration": c["label"], **{m.header: m.shown(c["metrics"].get(m.key)) for m in METRICS}}
+            for c in configs
+        ]
+    )
+    styles = pd.DataFrame("", index=shown.index, columns=shown.columns)
     for metric in METRICS:
-        digits, column = DECIMALS[metric.unit], numbers[metric.header].round(DECIMALS[metric.unit])
-        # Text, so a metric that does not apply is blank rather than "None".
-        shown[metric.header] = column.map(lambda value, digits=digits: "" if pd.isna(value) else f"{value:.{digits}f}")
-        if metric.better is not None and column.nunique() > 1:
-            best = column.max() if metric.better == "high" else column.min()
-            styles.loc[column == best, metric.header] = BEST
+        values = [c["metrics"].get(metric.key) for c in configs]
+        best = metric.best(values)
+        marked = [best is not None and metric.rounded(value) == best for value in values]
+        styles.loc[marked, metric.header] = BEST
     return shown.style.apply(lambda _: styles, axis=None)
 
 
@@ -89,7 +87,7 @@ if submitted:
         def progress(done: int, total: int, config) -> None:
             bar.progress(done / total, text=f"{config.label}: {done} of {total} answers")
 
-        cache = ResultCache(Settings.from_env().cache_dir / "eval" / "results.jsonl")
+        cache = ResultCache(app_settings().cache_dir / "eval" / "results.jsonl")
         report = run_guarded(
             lambda: run_evaluation(engine, questions, configs, cache=cache, progress=progress, question_set=name)
         )

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from chatbot.core.config import Settings
 from ingest.pipeline import IngestReport, ingest_paths
 from ui import uploads
-from ui.common import engine_or_stop, ingest_lock, run_guarded, show_error
+from ui.common import app_settings, engine_or_stop, ingest_lock, run_guarded, show_error
 from ui.safe_markdown import code_span
 from ui.uploads import MAX_UPLOAD_MB, SavedUpload, UploadError, save_upload
 
@@ -83,7 +82,7 @@ def ingest(*, dry_run: bool, progress=None) -> IngestReport | None:
         return run_guarded(
             lambda: ingest_paths(
                 [kb_dir],
-                Settings.from_env(),
+                app_settings(),
                 store=engine.store,
                 embeddings=engine.retriever.embeddings,
                 dry_run=dry_run,
