@@ -16,7 +16,7 @@ from chatbot import engine
 from chatbot.cli import evaluate as cli_eval
 from chatbot.core.errors import AdapterNotFoundError, QuestionSetError
 from chatbot.engine import ChatEngine
-from chatbot.eval.metrics import groundedness, own_citations, percentile, retrieval_scores, term_recall
+from chatbot.eval.metrics import METRICS, groundedness, own_citations, percentile, retrieval_scores, term_recall
 from chatbot.eval.questions import Question
 from chatbot.eval.report import Report, Result
 from chatbot.eval.run import ResultCache, default_configs, load_questions, run_evaluation, write_report
@@ -431,6 +431,14 @@ def test_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--grid", "--adapters", "--strategies", "--limit", "--out", "--no-cache", "--json", "results.jsonl"):
         assert option in text
+
+
+def test_help_explains_every_metric_as_the_report_does(capsys):
+    with pytest.raises(SystemExit):
+        cli_eval.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # unwrapped, so a definition reads as one line
+    for metric in METRICS:
+        assert f"{metric.header} (" in text and " ".join(metric.how.split()) in text
 
 
 def test_write_report_returns_the_paths(tmp_path):

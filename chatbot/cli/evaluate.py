@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatbot.core.config import Settings
 from chatbot.core.errors import RagtuneError, SettingsError
+from chatbot.eval.metrics import METRICS
 from chatbot.rag.prompts import Strategy
 
 if TYPE_CHECKING:
@@ -40,6 +42,25 @@ Examples:
   rag-eval data/kb_qa.jsonl --grid retrieval,strategy --limit 10 --out /tmp/eval
   rag-eval data/kb_qa.jsonl --grid retrieval,adapter,strategy --strategies zero-shot,cot --json
 """
+
+
+def _metrics_help() -> str:
+    # Built from the table that report.md lists too, so the help and the report never disagree.
+    lines = ["The report's columns (one row per configuration; report.md ends with the same list):"]
+    for metric in METRICS:
+        better = {"high": "higher is better", "low": "lower is better"}.get(metric.better, "neither is better")
+        item = f"{metric.header} ({better}): {metric.how}."
+        lines.append(
+            textwrap.fill(item, width=100, initial_indent="  ", subsequent_indent="      ", break_on_hyphens=False)
+        )
+    lines.append(
+        textwrap.fill(
+            'A refusal is the engine abstaining, or an answer that declines ("I don\'t know", "the help centre '
+            'does not cover ..."). A metric that does not apply is left blank, never scored 0.',
+            width=100,
+        )
+    )
+    return "\n".join(lines)
 
 
 def _axes(value: str) -> tuple[str, ...]:
@@ -76,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rag-eval",
         description="Run a question set through each configuration of the grid and report which lever helped.",
-        epilog=EPILOG,
+        epilog=EPILOG + "\n" + _metrics_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("questions", metavar="QA.jsonl", help="question set, one JSON object a line (DESIGN.md)")
