@@ -85,13 +85,18 @@ def grid(
     *,
     use_retrieval: Iterable[bool] | None = None,
     adapters: Iterable[str | None] | None = None,
+    served_adapters: Iterable[str | None] = (),
     strategies: Iterable[str | Strategy] | None = None,
 ) -> list[AnswerOptions]:
-    """Every combination of the values given, the others kept from `base`: by strategy, then adapter, then retrieval."""
+    """Every combination of the values given, the others kept from `base`: by strategy, then adapter, then retrieval.
+
+    `served_adapters` adds adapter values on the served model (None: its base) after the local ones.
+    """
     strategy_values = dict.fromkeys(parse_strategy(s) for s in strategies) if strategies else [base.strategy]
-    adapter_values = dict.fromkeys(adapters) if adapters is not None else [base.adapter]
+    local = [(adapter, False) for adapter in adapters] if adapters is not None else [(base.adapter, base.served)]
+    adapter_values = dict.fromkeys([*local, *((adapter, True) for adapter in served_adapters)])
     retrieval_values = dict.fromkeys(use_retrieval) if use_retrieval is not None else [base.use_retrieval]
     return [
-        replace(base, strategy=strategy, adapter=adapter, use_retrieval=retrieval)
-        for strategy, adapter, retrieval in product(strategy_values, adapter_values, retrieval_values)
+        replace(base, strategy=strategy, adapter=adapter, served=served, use_retrieval=retrieval)
+        for strategy, (adapter, served), retrieval in product(strategy_values, adapter_values, retrieval_values)
     ]

@@ -454,3 +454,30 @@ def test_importing_the_evaluation_loads_neither_torch_nor_matplotlib():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_served_adapters_beside_a_local_model_join_the_grid_as_served_options():
+    class Engine:
+        def adapters(self):
+            return [
+                AdapterInfo("demo"),
+                AdapterInfo("base-135m", served=True),
+                AdapterInfo("demo", served=True),
+            ]
+
+    everything = default_configs(Engine(), ("adapter",))
+    assert [(c.adapter, c.served) for c in everything] == [
+        (None, False),
+        ("demo", False),
+        ("base-135m", True),
+        ("demo", True),
+    ]
+    named = default_configs(Engine(), ("adapter",), adapters=["demo"], served_adapters=["demo"])
+    assert [c.label for c in named] == [
+        "retrieval on · base model · Zero-shot",
+        "retrieval on · adapter demo · Zero-shot",
+        "retrieval on · served adapter demo · Zero-shot",
+    ]
+    assert default_configs(Engine(), ("retrieval",), served_adapters=["demo"])[0].served
+    with pytest.raises(AdapterNotFoundError, match="drop it from --served-adapters"):
+        default_configs(Engine(), served_adapters=["other"])

@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--adapters", type=_names, metavar="NAME,...", help="only these loaded adapters (default: every loaded adapter)"
     )
     parser.add_argument(
+        "--served-adapters",
+        type=_names,
+        metavar="NAME,...",
+        help="with RAG_LOCAL_LLM next to a server: these served adapters (or the served base model, by its name)",
+    )
+    parser.add_argument(
         "--strategies",
         type=_strategies,
         metavar="NAME,...",
@@ -159,7 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     engine, cache, bars = None, None, _Bars()
     try:
         engine = build_engine(settings)
-        configs = default_configs(engine, args.grid, adapters=args.adapters, strategies=args.strategies)
+        configs = default_configs(
+            engine,
+            args.grid,
+            adapters=args.adapters,
+            served_adapters=args.served_adapters,
+            strategies=args.strategies,
+        )
         if "adapter" in args.grid and all(config.adapter is None for config in configs):
             print("rag-eval: no adapter is loaded, so the adapter axis has only the base model.", file=sys.stderr)
         cache = ResultCache(settings.cache_dir / "eval" / "results.jsonl", read=args.use_cache)

@@ -90,36 +90,52 @@ def default_configs(
     axes: Sequence[str] = ("retrieval", "adapter"),
     *,
     adapters: Sequence[str] | None = None,
+    served_adapters: Sequence[str] | None = None,
     strategies: Sequence[str] | None = None,
 ) -> list[AnswerOptions]:
     """The grid: every combination of the values of `axes`; an axis left out keeps one value.
 
     Retrieval varies off/on (fixed: on); adapter varies base + each loaded adapter, or the
-    `adapters` named (fixed: the one named, else base); strategy varies over `strategies`
-    or all three (fixed: the one named, else zero-shot).
+    `adapters` (local) and `served_adapters` (on the served model next to a local one) named
+    (fixed: the one named, else base); strategy varies over `strategies` or all three (fixed:
+    the one named, else zero-shot).
     """
     unknown = [axis for axis in axes if axis not in AXES]
     if unknown:
         raise InvalidOptionError(f"Grid axis {unknown[0]!r} is not one of: {', '.join(AXES)}.")
-    loaded = [info.name for info in engine.adapters() if info.loaded and not info.served]
-    for name in adapters or ():
-        if name not in loaded:
-            raise AdapterNotFoundError(
-                f"Adapter {name!r} is not loaded; loaded: {', '.join(loaded) or 'none'}. "
-                "Train or register it first (rag-train-adapter), or drop it from --adapters."
-            )
+    local = _loaded(engine, adapters, served=False)
+    served = _loaded(engine, served_adapters, served=True)
+    if adapters is not None or served_adapters is not None:
+        local, served = list(adapters or ()), list(served_adapters or ())
     chosen_strategies = [parse_strategy(name) for name in strategies or ()]
+    named = [*(adapters or ()), *(served_adapters or ())]
+    single = _single("adapters", named) if "adapter" not in axes else None
     return grid(
         AnswerOptions(
-            adapter=None if "adapter" in axes else _single("adapters", adapters),
+            adapter=single,
+            served=single is not None and single not in (adapters or ()),
             strategy=Strategy.ZERO_SHOT
             if "strategy" in axes
             else _single("strategies", chosen_strategies) or "zero-shot",
         ),
         use_retrieval=(False, True) if "retrieval" in axes else None,
-        adapters=[None, *(adapters or loaded)] if "adapter" in axes else None,
+        adapters=[None, *local] if "adapter" in axes else None,
+        served_adapters=served if "adapter" in axes else (),
         strategies=(chosen_strategies or list(Strategy)) if "strategy" in axes else None,
     )
+
+
+def _loaded(engine: ChatEngine, wanted: Sequence[str] | None, *, served: bool) -> list[str]:
+    """The loaded adapters on the local (or served) model; an error for a wanted one that is not among them."""
+    loaded = [info.name for info in engine.adapters() if info.loaded and info.served == served]
+    for name in wanted or ():
+        if name not in loaded:
+            option = "--served-adapters" if served else "--adapters"
+            raise AdapterNotFoundError(
+                f"Adapter {name!r} is not loaded; loaded: {', '.join(loaded) or 'none'}. "
+                f"Train or register it first (rag-train-adapter), or drop it from {option}."
+            )
+    return loaded
 
 
 def _single(option: str, values: Sequence[str] | None) -> str | None:
