@@ -31,6 +31,7 @@ from chatbot import remote_tokens
 from chatbot.answer import AdapterInfo
 from chatbot.config import Settings
 from chatbot.errors import AdapterNotFoundError, InvalidOptionError, ModelNotFoundError, RagtuneError
+from chatbot.prompts import chat_dicts, special_tokens
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -120,7 +121,9 @@ class RemoteChatModel(BaseChatModel):
         request = {"model": model, "max_tokens": options["max_new_tokens"], "temperature": options["temperature"]}
         if options["repetition_penalty"] != 1.0:  # not OpenAI's API: vLLM reads it from the body
             request["extra_body"] = {"repetition_penalty": options["repetition_penalty"]}
-        stream = self.client.stream(messages, stop=[s for s in stop or () if s] or None, **request)
+        # The server's tokenizer would read "<|im_end|>" in a message as the token: only its template may add one.
+        chat = chat_dicts(messages, special_tokens=special_tokens(self.tokenizer))
+        stream = self.client.stream(chat, stop=[s for s in stop or () if s] or None, **request)
         try:
             for chunk in stream:
                 if run_manager and chunk.content:
