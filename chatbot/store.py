@@ -165,6 +165,23 @@ class Store:
             "RAG_COLLECTION), or rebuild this one with `rag-ingest --recreate`."
         )
 
+    def check_embedding(self, embed_model: str) -> None:
+        """Raise if the stored chunks were embedded by another model than the one that will embed the questions.
+
+        A model of the same dimension would search without an error, comparing vectors of two different
+        spaces. The chunker does not matter here (it changes what is stored, not how to search it), and a
+        collection with nothing in it has nothing to mismatch, so the app can still open to ingest.
+        """
+        found = self.fingerprint()
+        if found is None or found.get("embed_model") == embed_model or self.count() == 0:
+            return
+        raise FingerprintMismatchError(
+            f"Collection '{self.collection}' was built with {describe_fingerprint(found)}, but the current "
+            f"settings embed questions with {embed_model}: its vectors cannot be compared with the stored ones. "
+            "Embed with the model it was built with (RAG_EMBED_MODEL; unset for the bundled all-MiniLM-L6-v2), "
+            "use another collection (RAG_COLLECTION), or rebuild this one with `rag-ingest --recreate`."
+        )
+
     def manifest(self) -> dict[str, dict[str, Any]]:
         """source -> {"hash", "root", "chunks"} for every completely ingested source."""
         return dict(self._metadata().get(MANIFEST_KEY, {})) if self.exists() else {}

@@ -7,8 +7,9 @@ from fakes import FakeChatModel, FakeEmbeddings, count_words
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from qdrant_client import QdrantClient
 
-from chatbot.engine import Answer, ChatEngine
-from chatbot.errors import AdapterNotFoundError, InvalidOptionError
+from chatbot.config import Settings
+from chatbot.engine import Answer, ChatEngine, build_engine
+from chatbot.errors import AdapterNotFoundError, FingerprintMismatchError, InvalidOptionError
 from chatbot.parse import split_reasoning
 from chatbot.prompts import Examples, Passage, Strategy, build_messages, chat_dicts
 from chatbot.retrieval import Retriever
@@ -309,3 +310,34 @@ def test_a_refusal_gets_no_citations_added(store):
     model = FakeChatModel(replies=["I don't know. The help centre does not cover this."])
     answer = make_engine(store, model).answer("How long do refunds take?")
     assert answer.text == "I don't know. The help centre does not cover this." and answer.citations_added == []
+
+
+def test_build_engine_refuses_a_collection_another_embedding_model_built(tmp_path, monkeypatch):
+    from chatbot import engine, models
+
+    monkeypatch.setattr(models, "load_embeddings", lambda settings: FakeEmbeddings())
+    monkeypatch.setattr(engine, "_local_chat_model", lambda settings: (FakeChatModel(), []))
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "refunds.md").write_text(PAGES["refunds.md"])
+    store = Store.open(Settings(qdrant_path=tmp_path / "q"))
+    run_ingest(
+        [tmp_path / "kb"],
+        store=store,
+        load_embeddings=FakeEmbeddings,
+        embed_model="acme/embed-a",
+        count_tokens=count_words,
+    )
+    Store(store.client, "empty").create({"embed_model": "acme/embed-a", "dim": 16, "chunker": {}})
+    store.close()
+
+    with pytest.raises(FingerprintMismatchError) as caught:
+        build_engine(Settings(qdrant_path=tmp_path / "q", embed_model="acme/embed-b"))
+    assert str(caught.value).startswith(
+        "Collection 'kb' was built with acme/embed-a (16-d), chunks of 254 tokens with 32 overlap, but the "
+        "current settings embed questions with acme/embed-b"
+    )
+    assert "RAG_EMBED_MODEL" in str(caught.value) and "rag-ingest --recreate" in str(caught.value)
+    build_engine(Settings(qdrant_path=tmp_path / "q", embed_model="acme/embed-a")).close()  # its own model
+    for collection in ("empty", "missing"):  # nothing stored to mismatch: the app still opens, to ingest
+        settings = Settings(qdrant_path=tmp_path / "q", collection=collection, embed_model="acme/embed-b")
+        build_engine(settings, require_collection=False).close()
