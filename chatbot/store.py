@@ -19,7 +19,7 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from chatbot.config import Settings
+from chatbot.config import Settings, redact_url
 from chatbot.errors import CollectionMissingError, FingerprintMismatchError, StoreError, StoreLockedError
 
 DENSE = "dense"
@@ -52,14 +52,16 @@ def _server_client(settings: Settings) -> QdrantClient:
     # One cheap authenticated call up front, so a server that is down or a wrong key fails here with
     # what to do, not later as a traceback in the middle of an ingest. (It stands in for qdrant-client's
     # own version check, which only warns when the server cannot be reached.)
-    url = settings.qdrant_url
-    client = QdrantClient(url=url, api_key=settings.qdrant_api_key, timeout=SERVER_TIMEOUT, check_compatibility=False)
+    url = redact_url(settings.qdrant_url)  # what messages show: never the credentials a URL may carry
+    client = QdrantClient(
+        url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=SERVER_TIMEOUT, check_compatibility=False
+    )
     try:
         client.get_collections()
     except (ResponseHandlingException, UnexpectedResponse) as error:
         client.close()
         if isinstance(error, ResponseHandlingException):
-            reason = str(error.source).strip() or type(error.source).__name__
+            reason = redact_url(str(error.source).strip()) or type(error.source).__name__
             fix = "start Qdrant (docker run -p 6333:6333 qdrant/qdrant) or unset it to use local mode."
             raise StoreError(f"cannot reach RAG_QDRANT_URL={url} ({reason}): {fix}") from error
         if error.status_code in (401, 403):
