@@ -48,7 +48,7 @@ class Settings:
     llm_model: str | None = None  # None: the bundled SmolLM2-135M-Instruct GGUF
     llm_base_url: str | None = None  # an OpenAI-compatible server: then llm_model is the *served* base model name
     llm_api_key: str | None = None
-    llm_timeout: float = 60.0  # seconds per request to llm_base_url
+    llm_timeout: float = 60.0  # seconds llm_base_url may take to start an answer, retries included
     llm_context_window: int | None = None  # None: the server's max_model_len, else 4096
     llm_tokenizer: str | None = None  # a local tokenizer folder for the served model (None: the estimate)
     local_llm: str | None = None  # with llm_base_url: also load a local generator ("1" = bundled, or a folder)
