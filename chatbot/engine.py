@@ -399,13 +399,14 @@ def build_engine(settings: Settings, *, require_collection: bool = True) -> Chat
     With `RAG_LLM_BASE_URL` the served model answers and its adapters are picked by name; with
     `RAG_LOCAL_LLM` as well, the local model answers and `served=True` asks the served one.
     """
-    from chatbot.llm.loading import load_embeddings
+    from chatbot.llm.loading import embed_model_name, load_embeddings
     from chatbot.rag.store import Store
 
     store = Store.open(settings)
     try:
         if require_collection:
             store.require_points()  # fail in a second, before the models take their seconds to load
+        store.check_embedding(embed_model_name(settings))  # another model's vectors would search without an error
         served = None
         if settings.llm_base_url:
             from chatbot.llm.remote import build_remote_chat_model, remote_adapters, served_adapter_infos

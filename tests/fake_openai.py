@@ -5,7 +5,8 @@
 `/v1/chat/completions` answers as JSON, or with `stream: true` as SSE `data: {...}` chunks
 ending `data: [DONE]` (usage last when `stream_options.include_usage`), after applying the
 request's stop strings and max_tokens itself; an unknown model gets vLLM's 404 error body;
-with a `key`, a request without that bearer token gets a 401. It runs on 127.0.0.1 on a free
+with a `key`, a request without that bearer token gets a 401; with `fail_first=N` the first N chat
+requests get a 503, as from a server that is restarting. It runs on 127.0.0.1 on a free
 port in a daemon thread, records every request body, and replies "[<model>] <reply>" word by
 word, so a test sees which model (base or adapter) answered.
 """
@@ -26,8 +27,15 @@ LORA = "support-rag"
 class FakeServer:
     """An OpenAI-compatible server on 127.0.0.1 that replies "[<model>] <reply>" word by word."""
 
-    def __init__(self, *, reply: str = "Refunds take 5 business days [1].", delay: float = 0.0, key: str | None = None):
-        self.reply, self.delay, self.key = reply, delay, key
+    def __init__(
+        self,
+        *,
+        reply: str = "Refunds take 5 business days [1].",
+        delay: float = 0.0,
+        key: str | None = None,
+        fail_first: int = 0,
+    ):
+        self.reply, self.delay, self.key, self.fail_first = reply, delay, key, fail_first
         self.models = [
             {"id": BASE, "object": "model", "owned_by": "vllm", "root": BASE, "parent": None, "max_model_len": 2048},
             {"id": LORA, "object": "model", "owned_by": "vllm", "root": f"/adapters/{LORA}", "parent": BASE},
@@ -52,6 +60,8 @@ class FakeServer:
                     return self.send_json(404, {"detail": "Not Found"})
                 if not server.authorized(self):
                     return None
+                if len(server.requests) <= server.fail_first:
+                    return self.send_json(503, error("The server is restarting.", "ServiceUnavailableError", 503))
                 if body["model"] not in {card["id"] for card in server.models}:
                     return self.send_json(
                         404, error(f"The model `{body['model']}` does not exist.", "NotFoundError", 404)

@@ -18,7 +18,7 @@ from adapters.training import cli as cli_train
 from adapters.training.calibrate import best_boundary, refused
 from adapters.training.train import TrainConfig, train
 from chatbot.core.config import Settings
-from chatbot.core.errors import AdapterNotFoundError, OutputExistsError, TrainingDataError
+from chatbot.core.errors import AdapterNotFoundError, OutputExistsError, RagtuneError, TrainingDataError
 from chatbot.engine import ChatEngine
 from chatbot.llm import loading as models
 from chatbot.llm.loading import LocalModel
@@ -265,6 +265,40 @@ def test_an_interrupted_training_resumes_to_the_same_adapter(tiny_folder, tmp_pa
     resumed = load_file(tmp_path / "resumed" / "x" / "adapter_model.safetensors")
     assert straight.keys() == resumed.keys()
     assert all(straight[key].allclose(resumed[key], atol=1e-6) for key in straight)
+
+
+class _RunsCode:
+    """Unpickles by calling Path.touch: what a swapped checkpoint file could make a full unpickle run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (type(self.marker).touch, (self.marker,))
+
+
+def test_resuming_loads_the_checkpoint_as_tensors_and_plain_values_only(tiny_folder, tmp_path, monkeypatch):
+    import torch
+
+    from adapters.training import train as train_module
+
+    pairs = [Pair(PROMPT, f"Answer number {i}.", i) for i in range(8)]
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "_publish", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _train(tiny_folder, tmp_path / "x", pairs)
+    checkpoint = tmp_path / ".x.training" / "checkpoint"
+    assert torch.load(checkpoint / "optimizer.pt", weights_only=True)["optimizer"]["state"]  # saved loadable so
+    marker = tmp_path / "code-ran"
+    torch.save({"torch": torch.get_rng_state(), "python": _RunsCode(marker)}, checkpoint / "rng.pt")
+
+    with pytest.raises(RagtuneError, match=r"rng.pt holds more than tensors and plain values.*without --resume"):
+        _train(tiny_folder, tmp_path / "x", pairs, resume=True)
+    assert not marker.exists()
 
 
 def test_merging_gives_the_unmerged_adapters_logits(tiny_folder, saved, tmp_path):

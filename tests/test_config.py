@@ -163,3 +163,29 @@ def test_rag_llm_model_is_a_folder_locally_and_a_served_name_with_a_base_url():
         Settings.from_env({"RAG_LLM_MODEL": "/models/llama"})
     served = Settings.from_env({"RAG_LLM_MODEL": "/models/llama", "RAG_LLM_BASE_URL": "http://gpu:8000/v1"})
     assert served.llm_model == "/models/llama"
+
+
+def test_credentials_in_a_server_url_are_never_echoed():
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"RAG_QDRANT_URL": "user:s3cret@qdrant.example:6333"})  # the scheme forgotten
+    assert str(caught.value).startswith("RAG_QDRANT_URL=***@qdrant.example:6333 is not allowed")
+
+    settings = Settings(
+        qdrant_url="https://admin:s3cret@qdrant.example:6333",
+        llm_base_url="http://user:s3cret@gpu.example:8000/v1?api_key=s3cret",
+    )
+    shown = settings.describe()
+    assert shown["RAG_QDRANT_URL"] == "https://***@qdrant.example:6333"
+    assert shown["RAG_LLM_BASE_URL"] == "http://***@gpu.example:8000/v1?api_key=***"
+
+
+def test_a_qdrant_server_url_with_credentials_is_masked_in_its_errors():
+    from fake_openai import closed_port
+
+    from chatbot.core.errors import StoreError
+    from chatbot.rag.store import Store
+
+    with pytest.raises(StoreError) as caught:
+        Store.open(Settings(qdrant_url=f"http://admin:s3cret@127.0.0.1:{closed_port()}"))
+    assert str(caught.value).startswith("cannot reach RAG_QDRANT_URL=http://***@127.0.0.1:")
+    assert "s3cret" not in str(caught.value)

@@ -481,3 +481,60 @@ def test_served_adapters_beside_a_local_model_join_the_grid_as_served_options():
     assert default_configs(Engine(), ("retrieval",), served_adapters=["demo"])[0].served
     with pytest.raises(AdapterNotFoundError, match="drop it from --served-adapters"):
         default_configs(Engine(), served_adapters=["other"])
+
+
+# -- the model's identity: its weights, not its name ------------------------------------------
+
+
+class Weights:
+    """What a loaded transformers model says of where its weights came from."""
+
+    def __init__(self, folder):
+        self.name_or_path = str(folder)
+
+
+def test_two_weights_of_one_model_name_do_not_share_cached_answers(kb, tmp_path):
+    _, store = kb
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights before fine-tuning")
+    model = FakeChatModel(model=Weights(folder))  # the same model name throughout
+    cache = tmp_path / "results.jsonl"
+    questions = load_questions(write_set(tmp_path / "qa.jsonl", QUESTIONS[:1]))
+
+    run_evaluation(make_engine(store, model), questions, [AnswerOptions()], cache=ResultCache(cache))
+    run_evaluation(make_engine(store, model), questions, [AnswerOptions()], cache=ResultCache(cache))
+    assert len(model.calls) == 1  # the same weights: answered from the cache
+
+    (folder / "model.safetensors").write_bytes(b"weights after fine-tuning, saved over them")
+    run_evaluation(make_engine(store, model), questions, [AnswerOptions()], cache=ResultCache(cache))
+    assert len(model.calls) == 2
+
+    other = tmp_path / "copy"
+    other.mkdir()
+    (other / "model.safetensors").write_bytes(b"other weights")
+    model.model = Weights(other)
+    report = run_evaluation(make_engine(store, model), questions, [AnswerOptions()], cache=ResultCache(cache))
+    assert len(model.calls) == 3 and report.cached == 0
+
+
+def test_a_served_model_is_known_by_its_server_and_the_weights_it_serves(kb, tmp_path):
+    from fake_openai import BASE, FakeServer
+
+    from chatbot.core.config import Settings
+    from chatbot.llm.remote import build_remote_chat_model
+
+    _, store = kb
+    cache = tmp_path / "results.jsonl"
+    questions = load_questions(write_set(tmp_path / "qa.jsonl", QUESTIONS[:1]))
+    server = FakeServer()
+    try:
+        for root in ("/models/support-lm-7b", "/models/support-lm-7b", "/models/support-lm-7b-v2"):
+            server.models[0]["root"] = root  # the same served name, restarted on other weights
+            model = build_remote_chat_model(Settings(llm_base_url=server.url), retries=0)
+            engine = ChatEngine(Retriever(store, FakeEmbeddings(), top_k=3), model, abstain_threshold=0.0)
+            run_evaluation(engine, questions, [AnswerOptions()], cache=ResultCache(cache))
+    finally:
+        server.stop()
+    assert [request["model"] for request in server.requests] == [BASE, BASE]  # the second run was cached

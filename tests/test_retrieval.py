@@ -217,6 +217,7 @@ def ingested_folder(tmp_path, monkeypatch) -> Path:
     for name in ("RAG_COLLECTION", "RAG_QDRANT_URL", "RAG_TOP_K"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RAG_QDRANT_PATH", str(folder))
+    monkeypatch.setenv("RAG_EMBED_MODEL", "fake")  # the model `fill` records in the collection
     monkeypatch.setattr(cli_search, "load_embeddings", lambda settings: FakeEmbeddings())
     return folder
 
@@ -245,6 +246,12 @@ def test_rag_search_errors_are_one_line_and_an_exit_code(ingested_folder, capsys
     assert cli_search.main(["refunds"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("rag-search: Collection 'other' is empty or missing") and "Traceback" not in err
+
+    monkeypatch.setenv("RAG_COLLECTION", "kb")
+    monkeypatch.setenv("RAG_EMBED_MODEL", "acme/other-embedder")  # same dimension, another model's space
+    assert cli_search.main(["refunds"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rag-search: Collection 'kb' was built with fake (16-d)") and "acme/other-embedder" in err
 
     monkeypatch.setenv("RAG_TOP_K", "zero")
     assert cli_search.main(["refunds"]) == 2

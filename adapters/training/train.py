@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import random
 import shutil
 import time
@@ -26,7 +27,7 @@ from typing import Any
 from adapters.card import AdapterCard
 from adapters.pairs import IGNORE, Pair, encode
 from adapters.registry import WEIGHTS_FILE
-from chatbot.core.errors import TrainingDataError
+from chatbot.core.errors import RagtuneError, TrainingDataError
 from chatbot.core.files import atomic_folder
 from chatbot.llm.loading import LocalModel
 
@@ -256,13 +257,24 @@ def _load_checkpoint(folder: Path, model: Any, optimizer: Any, schedule: Any) ->
     from safetensors.torch import load_file
 
     set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
-    saved = torch.load(folder / "optimizer.pt", weights_only=False)
+    saved, rng = _read_pickle(folder / "optimizer.pt", torch), _read_pickle(folder / "rng.pt", torch)
     optimizer.load_state_dict(saved["optimizer"])
     schedule.load_state_dict(saved["schedule"])
-    rng = torch.load(folder / "rng.pt", weights_only=False)
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])
     return json.loads((folder / "state.json").read_text())
+
+
+def _read_pickle(path: Path, torch: Any) -> Any:
+    # Tensors, numbers, strings and containers only: a full unpickle would run any code a swapped file names.
+    # Everything _save_checkpoint writes (optimiser and schedule state, the RNG states) loads this way.
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise RagtuneError(
+            f"The checkpoint file {path} holds more than tensors and plain values, so it is not loaded "
+            f"({str(error).splitlines()[0]}): delete {path.parent.parent} and train again without --resume."
+        ) from error
 
 
 def compact(folder: Path) -> None:

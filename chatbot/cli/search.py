@@ -12,7 +12,7 @@ import sys
 
 from chatbot.core.config import TOP_K_RANGE, Settings
 from chatbot.core.errors import InvalidOptionError, RagtuneError, SettingsError
-from chatbot.llm.loading import load_embeddings
+from chatbot.llm.loading import embed_model_name, load_embeddings
 from chatbot.rag.retrieval import Hit, RetrievalMode, Retriever
 from chatbot.rag.store import Store
 
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = Store.open(settings)
         store.require_points()  # before loading the model, which takes seconds
+        store.check_embedding(embed_model_name(settings))
         retriever = Retriever(store, load_embeddings(settings), mode=args.mode, top_k=settings.top_k)
         hits = retriever.retrieve(args.query, k=args.k, sources=args.source)
     except InvalidOptionError as error:

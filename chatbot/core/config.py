@@ -29,6 +29,11 @@ _WHOLE_NUMBERS = {
 LLM_TIMEOUT_RANGE = (0.1, 3600.0)
 _YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A URL's user:password (up to its last "@", so a raw "@" or "/" in a password hides too), also with no scheme,
+# and the values of query parameters that carry keys.
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://|^)\S*@")
+_SECRET_QUERY = re.compile(r"([?&](?:api[_-]?key|key|token|access_token|secret|password|sig|signature)=)[^&#\s]*", re.I)
+_URLS = ("qdrant_url", "llm_base_url")
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class Settings:
     llm_model: str | None = None  # None: the bundled SmolLM2-135M-Instruct GGUF
     llm_base_url: str | None = None  # an OpenAI-compatible server: then llm_model is the *served* base model name
     llm_api_key: str | None = None
-    llm_timeout: float = 60.0  # seconds per request to llm_base_url
+    llm_timeout: float = 60.0  # seconds llm_base_url may take to start an answer, retries included
     llm_context_window: int | None = None  # None: the server's max_model_len, else 4096
     llm_tokenizer: str | None = None  # a local tokenizer folder for the served model (None: the estimate)
     local_llm: str | None = None  # with llm_base_url: also load a local generator ("1" = bundled, or a folder)
@@ -67,10 +72,10 @@ class Settings:
             _fail("llm_timeout", shown, f"seconds, a number from {low:g} to {high:g}")
         if not _COLLECTION_NAME.match(self.collection):
             _fail("collection", self.collection, "1-64 letters, digits, '_' or '-'")
-        for name in ("qdrant_url", "llm_base_url"):
+        for name in _URLS:
             value = getattr(self, name)
             if value is not None and not _is_http_url(value):
-                _fail(name, value, "an http:// or https:// URL such as http://localhost:6333")
+                _fail(name, redact_url(value), "an http:// or https:// URL such as http://localhost:6333")
         for name in ("qdrant_api_key", "qdrant_shards", "qdrant_replicas"):
             if getattr(self, name) is not None and not self.qdrant_url:
                 shown = "***" if name.endswith("api_key") else getattr(self, name)
@@ -146,6 +151,8 @@ class Settings:
             value = getattr(self, field.name)
             if field.name.endswith("api_key") and value:
                 value = "***"
+            elif field.name in _URLS and value:
+                value = redact_url(value)
             shown[env_name(field.name)] = "" if value is None else str(value)
         return shown
 
@@ -153,6 +160,11 @@ class Settings:
 def env_name(field_name: str) -> str:
     """The environment variable that sets a field, e.g. `top_k` -> `RAG_TOP_K`."""
     return PREFIX + field_name.upper()
+
+
+def redact_url(url: str) -> str:
+    """`url` with the credentials it carries masked, for messages and logs: http://***@host/v1."""
+    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", url))
 
 
 def _fail(field_name: str, value: object, allowed: str) -> None:

@@ -12,8 +12,11 @@ The public surface, shared by `rag-eval` and the Streamlit evaluation page:
 
 Model answers are slow and retrieval is cheap, so the trade is: every answer is
 cached the moment it is finished (one JSON line appended), keyed by everything that
-could change it (question text, configuration, model, adapter identity, collection
-contents, prompt templates, decoding settings), while retrieval is simply re-run.
+could change it (question text, configuration, model and its weights, adapter identity,
+collection contents, prompt templates, decoding settings), while retrieval is simply re-run.
+A model is known by its weights, not its name: a local model by its folder's weight files
+(names, sizes and modification times: hashing gigabytes on every run would cost more than
+it saves), a served one by its server and the weights its card names (`root`).
 Re-running after adding one question asks the model only about that question, an
 interrupted run resumes where it stopped, and re-ingesting changed documents
 invalidates what they could have changed. Metrics are computed from the cached raw
@@ -41,7 +44,8 @@ if TYPE_CHECKING:
     from chatbot.rag.store import Store
 
 AXES = ("retrieval", "adapter", "strategy")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the model's weights, not only its name
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".json", ".jinja")  # weights, config, tokenizer
 RETRIEVAL_DEPTH = 5
 Progress = Callable[[int, int, AnswerOptions], None]
 
@@ -166,7 +170,11 @@ def run_evaluation(
     results: dict[tuple[str, AnswerOptions], Result] = {}
     done, total, reused = 0, len(questions) * len(configs), 0
     for config in configs:
-        context = {**identity, "config": config.to_json(), "adapter": adapter_identity(engine, config.adapter)}
+        context = {
+            **identity,
+            "config": config.to_json(),
+            "adapter": adapter_identity(engine, config.adapter, served=config.served),
+        }
         context["prompt"] = prompt_hash(engine, config)
         for question in questions:
             key = result_key(question.question, context)
@@ -225,7 +233,7 @@ def run_identity(engine: ChatEngine) -> dict[str, Any]:
     return {
         "version": CACHE_VERSION,
         "model": model_name(engine),
-        "served_by": getattr(model, "base_url", None),  # a served and a local model may share a name
+        "weights": model_identity(model),  # two models may share a name: a served and a local one, two folders
         "collection": {
             "name": store.collection,
             "fingerprint": store.fingerprint(),
@@ -246,11 +254,46 @@ def run_identity(engine: ChatEngine) -> dict[str, Any]:
     }
 
 
-def adapter_identity(engine: ChatEngine, name: str | None) -> str | None:
-    """What tells two adapters of one name apart: the card's creation time, else its files' hash, else the name."""
+def model_identity(model: Any) -> dict[str, Any]:
+    """What tells two models of one name apart: a served one's server and weights, a local one's weight files."""
+    if base_url := getattr(model, "base_url", None):
+        return {"served_by": base_url, "root": _served_root(model, model.model_name)}
+    network = getattr(model, "model", None)
+    if hasattr(network, "get_base_model"):  # a PeftModel: the weights are its base model's
+        network = network.get_base_model()
+    source = getattr(network, "name_or_path", None)
+    if not source:
+        return {}
+    folder = Path(source)
+    return {"source": str(source), "files": weights_files(folder) if folder.is_dir() else None}
+
+
+def weights_files(folder: Path) -> str:
+    """A hash of the names, sizes and modification times of a model folder's weight and config files."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    return _digest([[file.name, file.stat().st_size, file.stat().st_mtime_ns] for file in files])[:16]
+
+
+def _served_root(model: Any, served_name: str | None) -> str | None:
+    # vLLM's /v1/models card names the weights behind a served name: the model folder or id, or the LoRA's path.
+    card = next((card for card in getattr(model, "served", None) or () if card.get("id") == served_name), {})
+    return card.get("root")
+
+
+def adapter_identity(engine: ChatEngine, name: str | None, *, served: bool = False) -> str | None:
+    """What tells two adapters of one name apart: the card's creation time, else its files' hash, else the name.
+
+    A served adapter is known by its server and the weights the server lists for it.
+    """
+    if served and name is None:
+        name = engine.served.model_name  # the served base, beside a local model
     if name is None:
         return None
-    info = next((info for info in engine.adapters() if info.name == name), None)
+    info = next((info for info in engine.adapters() if (info.name, info.served) == (name, served)), None)
+    if info is not None and (served_by := info.card.served_by):
+        models = (engine.served, engine.chat_model)
+        server = next((model for model in models if getattr(model, "base_url", None) == served_by), None)
+        return f"{name}@{served_by} " + json.dumps(_served_root(server, name))
     if info is not None and (created := info.card.created):
         # Set after training (adapters/training/calibrate.py): it changes the answers.
         bias = info.card.first_token_bias

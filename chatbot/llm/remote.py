@@ -12,15 +12,20 @@ Trade-off: the server does the sampling and the stop strings, and shares nothing
 process, so no lock is needed and concurrent answers batch on the server; but it returns text,
 not logits, so an adapter cannot be probed (answer loss) through it.
 
-HTTP goes through langchain-openai's chat model (timeouts, retries with backoff, SSE
-parsing); its errors become `RagtuneError`s that say what to do. It is imported inside the
-builder: importing the engine must stay cheap.
+HTTP goes through langchain-openai's chat model (SSE parsing); its errors become
+`RagtuneError`s that say what to do. It is imported inside the builder: importing the engine
+must stay cheap. Retries are ours, not the openai client's: its retries each get the whole
+timeout, so a user could wait three times `RAG_LLM_TIMEOUT` under a message saying one. Here
+`RAG_LLM_TIMEOUT` is one deadline for the answer to start, every try and pause included: each
+try gets the time left, and no try starts that the deadline has no room for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+import itertools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
 from langchain_core.messages import AIMessageChunk, BaseMessage
@@ -29,15 +34,18 @@ from pydantic import ConfigDict, Field
 
 from adapters.card import AdapterCard
 from adapters.registry import AdapterInfo
-from chatbot.core.config import Settings
+from chatbot.core.config import Settings, redact_url
 from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError, ModelNotFoundError, RagtuneError
 from chatbot.llm import tokens
+from chatbot.rag.prompts import chat_dicts, special_tokens
 
 if TYPE_CHECKING:
     from langchain_core.callbacks import CallbackManagerForLLMRun
 
 DEFAULT_CONTEXT_WINDOW = 4096  # when neither RAG_LLM_CONTEXT_WINDOW nor the server says (vLLM's max_model_len)
-RETRIES = 2  # on connection errors, 408, 429 and 5xx, with backoff (the openai client's rule)
+RETRIES = 2  # on connection errors, 408, 409, 429 and 5xx (the openai client's rule), within one deadline
+BACKOFF = (0.5, 8.0)  # seconds before the first retry, doubling up to the second (unless Retry-After says)
+T = TypeVar("T")
 _OPTIONS = ("adapter", "max_new_tokens", "repetition_penalty", "temperature")
 _IGNORED = ("stream",)
 
@@ -47,7 +55,7 @@ class RemoteChatModel(BaseChatModel):
     `max_new_tokens`, `temperature`, `repetition_penalty` and `stop`."""
 
     client: Any = Field(exclude=True, repr=False)  # langchain-openai's (Base)ChatOpenAI
-    base_url: str
+    base_url: str  # as shown in messages: credentials in the URL are masked (the client holds the real one)
     model_name: str  # the served base model
     served: list[dict[str, Any]] = Field(default_factory=list)  # the /v1/models cards at start-up
     tokenizer: Any = Field(default_factory=tokens.EstimateTokenizer, exclude=True, repr=False)
@@ -56,7 +64,8 @@ class RemoteChatModel(BaseChatModel):
     max_new_tokens: int = Field(default=256, ge=1)
     temperature: float = Field(default=0.0, ge=0.0)
     repetition_penalty: float = Field(default=1.0, gt=0.0)
-    timeout: float = 60.0
+    timeout: float = 60.0  # seconds until the answer starts, retries included (RAG_LLM_TIMEOUT)
+    retries: int = Field(default=RETRIES, ge=0)
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -95,7 +104,7 @@ class RemoteChatModel(BaseChatModel):
 
     def served_models(self) -> list[str]:
         """The names the server's /v1/models lists now (base models and adapters)."""
-        return [card["id"] for card in list_models(self.client.root_client, self.base_url, self.timeout)]
+        return [card["id"] for card in list_models(self.client.root_client, self.base_url, self.timeout, self.retries)]
 
     def _generate(
         self,
@@ -121,12 +130,33 @@ class RemoteChatModel(BaseChatModel):
         request = {"model": model, "max_tokens": options["max_new_tokens"], "temperature": options["temperature"]}
         if options["repetition_penalty"] != 1.0:  # not OpenAI's API: vLLM reads it from the body
             request["extra_body"] = {"repetition_penalty": options["repetition_penalty"]}
-        stream = self.client.stream(messages, stop=[s for s in stop or () if s] or None, **request)
+        # The server's tokenizer would read "<|im_end|>" in a message as the token: only its template may add one.
+        chat = chat_dicts(messages, special_tokens=special_tokens(self.tokenizer))
+        stops = [s for s in stop or () if s] or None
+
+        def start(seconds: float) -> tuple[Iterator[AIMessageChunk], list[AIMessageChunk], float]:
+            # The request is sent on the first next(): a try has succeeded once the answer has started.
+            stream = self.client.stream(chat, stop=stops, timeout=seconds, **request)
+            try:
+                return stream, list(itertools.islice(stream, 1)), seconds
+            except BaseException:
+                stream.close()
+                raise
+
+        def failed(error: Exception, tries: int) -> RagtuneError:
+            return self._error(error, model=model, adapter=adapter, tries=tries)
+
+        stream, first, seconds = with_retries(start, timeout=self.timeout, retries=self.retries, failed=failed)
         try:
-            for chunk in stream:
+            for chunk in itertools.chain(first, stream):
                 if run_manager and chunk.content:
                     run_manager.on_llm_new_token(str(chunk.content))
                 yield ChatGenerationChunk(message=chunk)
+        except openai.APITimeoutError as error:
+            raise RagtuneError(
+                f"RAG_LLM_BASE_URL={self.base_url} stopped in the middle of the answer (nothing for {seconds:g} s, "
+                f"model {model!r}): is the server overloaded? Raise RAG_LLM_TIMEOUT, or ask for fewer new tokens."
+            ) from error
         except openai.APIError as error:
             raise self._error(error, model=model, adapter=adapter) from error
         finally:
@@ -155,11 +185,11 @@ class RemoteChatModel(BaseChatModel):
                 raise InvalidOptionError(f"{name}={value!r} is not allowed: use {allowed}.")
         return options
 
-    def _error(self, error: Exception, *, model: str, adapter: str | None) -> RagtuneError:
+    def _error(self, error: Exception, *, model: str, adapter: str | None, tries: int = 1) -> RagtuneError:
         import openai
 
         if not isinstance(error, openai.NotFoundError):
-            return server_error(error, self.base_url, self.timeout, model=model)
+            return server_error(error, self.base_url, self.timeout, model=model, tries=tries)
         try:
             served = ", ".join(repr(name) for name in self.served_models()) or "none"
         except RagtuneError:
@@ -175,25 +205,72 @@ class RemoteChatModel(BaseChatModel):
         )
 
 
-def server_error(error: Exception, base_url: str, timeout: float, *, model: str | None = None) -> RagtuneError:
+def with_retries(
+    attempt: Callable[[float], T], *, timeout: float, retries: int, failed: Callable[[Exception, int], RagtuneError]
+) -> T:
+    """`attempt(seconds_left)`, tried again on a passing failure while the one `timeout` deadline leaves room.
+
+    A failure for good, or the last one, becomes `failed(error, tries)`.
+    """
+    import openai
+
+    deadline = time.monotonic() + timeout
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return attempt(max(deadline - time.monotonic(), 0.001))
+        except openai.APIError as error:
+            pause = _pause(error, tries)
+            if tries > retries or not _passing(error) or time.monotonic() + pause >= deadline:
+                raise failed(error, tries) from error
+            time.sleep(pause)
+
+
+def _passing(error: Exception) -> bool:
+    # What the openai client retries: no connection (timeouts included), 408, 409, 429 and 5xx.
+    import openai
+
+    if isinstance(error, openai.APIStatusError):
+        return error.status_code in (408, 409, 429) or error.status_code >= 500
+    return isinstance(error, openai.APIConnectionError)
+
+
+def _pause(error: Exception, tries: int) -> float:
+    response = getattr(error, "response", None)
+    try:
+        return float(response.headers["retry-after"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return min(BACKOFF[0] * 2 ** (tries - 1), BACKOFF[1])
+
+
+def server_error(
+    error: Exception, base_url: str, timeout: float, *, model: str | None = None, tries: int = 1
+) -> RagtuneError:
     """An openai client error (`openai.APIError`) as a RagtuneError that says what to do."""
     import openai
 
+    base_url = redact_url(base_url)
     about = f" (model {model!r})" if model else ""
+    tried = f", {tries} tries" if tries > 1 else ""
     if isinstance(error, openai.APITimeoutError):
         return RagtuneError(
-            f"RAG_LLM_BASE_URL={base_url} did not answer within {timeout:g} s{about}: is the server overloaded? "
-            "Raise RAG_LLM_TIMEOUT, or ask for fewer new tokens."
+            f"RAG_LLM_BASE_URL={base_url} did not answer within {timeout:g} s{about}{tried}: is the server "
+            "overloaded? Raise RAG_LLM_TIMEOUT, or ask for fewer new tokens."
         )
     if isinstance(error, openai.APIConnectionError):
-        return RagtuneError(f"cannot reach RAG_LLM_BASE_URL={base_url} ({_reason(error)}): is the server running?")
+        return RagtuneError(
+            f"cannot reach RAG_LLM_BASE_URL={base_url} ({_reason(error)}{tried}): is the server running?"
+        )
     if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
         return RagtuneError(
             f"RAG_LLM_BASE_URL={base_url} refused the request ({error.status_code}): set RAG_LLM_API_KEY to the "
             "server's key (the one given to `vllm serve --api-key`)."
         )
     status = f" {error.status_code}" if isinstance(error, openai.APIStatusError) else ""
-    return RagtuneError(f"RAG_LLM_BASE_URL={base_url} answered with an error{status}{about}: {error.message}")
+    return RagtuneError(
+        f"RAG_LLM_BASE_URL={base_url} answered with an error{status}{about}{tried}: {redact_url(error.message)}"
+    )
 
 
 def _reason(error: BaseException) -> str:
@@ -207,22 +284,25 @@ def _reason(error: BaseException) -> str:
         return "connection refused"
     if "name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text:
         return "unknown host"
-    return causes[-1].splitlines()[0] if causes[-1].strip() else "connection error"
+    return redact_url(causes[-1].splitlines()[0]) if causes[-1].strip() else "connection error"
 
 
-def list_models(root_client: Any, base_url: str, timeout: float) -> list[dict[str, Any]]:
+def list_models(root_client: Any, base_url: str, timeout: float, retries: int = RETRIES) -> list[dict[str, Any]]:
     """The model cards the server's /v1/models lists (vLLM adds `root`, `parent` and `max_model_len`)."""
     import openai
 
-    try:
-        return [card.model_dump() for card in root_client.models.list()]
-    except openai.NotFoundError as error:
-        raise RagtuneError(
-            f"RAG_LLM_BASE_URL={base_url} has no /models endpoint (404): an OpenAI-compatible base URL "
-            "usually ends in /v1, e.g. http://localhost:8000/v1."
-        ) from error
-    except openai.APIError as error:
-        raise server_error(error, base_url, timeout) from error
+    def failed(error: Exception, tries: int) -> RagtuneError:
+        if isinstance(error, openai.NotFoundError):
+            return RagtuneError(
+                f"RAG_LLM_BASE_URL={redact_url(base_url)} has no /models endpoint (404): an OpenAI-compatible base "
+                "URL usually ends in /v1, e.g. http://localhost:8000/v1."
+            )
+        return server_error(error, base_url, timeout, tries=tries)
+
+    def attempt(seconds: float) -> list[dict[str, Any]]:
+        return [card.model_dump() for card in root_client.models.list(timeout=seconds)]
+
+    return with_retries(attempt, timeout=timeout, retries=retries, failed=failed)
 
 
 def choose_base(cards: list[dict[str, Any]], wanted: str | None, base_url: str) -> dict[str, Any]:
@@ -258,19 +338,19 @@ def build_remote_chat_model(
     # which servers that predate it ignore. Imported here: it pulls in openai and httpx.
     from langchain_openai.chat_models.base import BaseChatOpenAI
 
-    url = settings.llm_base_url
-    if url is None:
+    if settings.llm_base_url is None:
         raise RagtuneError("No model server is configured: set RAG_LLM_BASE_URL (e.g. http://localhost:8000/v1).")
+    url = redact_url(settings.llm_base_url)  # what messages show; the client alone holds the credentials
     client = BaseChatOpenAI(
-        base_url=url,
+        base_url=settings.llm_base_url,
         api_key=settings.llm_api_key or "EMPTY",  # the client insists on a key; a server without one ignores it
         model=settings.llm_model or "default",  # replaced per request by the base or adapter name
         timeout=settings.llm_timeout,
-        max_retries=retries,
+        max_retries=0,  # ours, within one deadline (with_retries)
         stream_usage=True,
         use_responses_api=False,  # vLLM and Ollama speak chat completions
     )
-    cards = list_models(client.root_client, url, settings.llm_timeout)
+    cards = list_models(client.root_client, url, settings.llm_timeout, retries)
     base = choose_base(cards, settings.llm_model, url)
     tokenizer, counting = tokens.load_tokenizer(settings, base["id"])
     return RemoteChatModel(
@@ -284,6 +364,7 @@ def build_remote_chat_model(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         timeout=settings.llm_timeout,
+        retries=retries,
     )
 
 

@@ -21,7 +21,7 @@ from langchain_core.messages import BaseMessage
 
 from chatbot.core.config import Settings
 from chatbot.core.errors import ModelNotFoundError
-from chatbot.rag.prompts import chat_dicts
+from chatbot.rag.prompts import chat_dicts, special_tokens
 
 CHARS_PER_TOKEN = 3
 MESSAGE_OVERHEAD = 4  # role markers and separators a chat template adds around each message
@@ -42,7 +42,8 @@ class EstimateTokenizer:
 def count_tokens(tokenizer: Any, messages: Sequence[BaseMessage]) -> int:
     """Tokens the prompt takes: the chat template's count with a real tokenizer, else the estimate."""
     if getattr(tokenizer, "chat_template", None):
-        encoded = tokenizer.apply_chat_template(chat_dicts(messages), add_generation_prompt=True, return_dict=True)
+        chat = chat_dicts(messages, special_tokens=special_tokens(tokenizer))  # as RemoteChatModel sends them
+        encoded = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)
         return len(encoded["input_ids"])
     pieces = sum(len(tokenizer.encode(str(m.text), add_special_tokens=False)) for m in messages)
     return pieces + MESSAGE_OVERHEAD * (len(messages) + 1)  # +1: the assistant turn the server opens
@@ -51,7 +52,8 @@ def count_tokens(tokenizer: Any, messages: Sequence[BaseMessage]) -> int:
 def render(tokenizer: Any, messages: Sequence[BaseMessage]) -> str:
     """The prompt as text: the local copy of the chat template, else the messages role by role."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(chat_dicts(messages), add_generation_prompt=True, tokenize=False)
+        chat = chat_dicts(messages, special_tokens=special_tokens(tokenizer))
+        return tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
     return "".join(f"<|{item['role']}|>\n{item['content']}\n" for item in chat_dicts(messages)) + "<|assistant|>\n"
 
 

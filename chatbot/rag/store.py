@@ -19,7 +19,7 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from chatbot.core.config import Settings
+from chatbot.core.config import Settings, redact_url
 from chatbot.core.errors import CollectionMissingError, FingerprintMismatchError, StoreError, StoreLockedError
 
 DENSE = "dense"
@@ -52,14 +52,16 @@ def _server_client(settings: Settings) -> QdrantClient:
     # One cheap authenticated call up front, so a server that is down or a wrong key fails here with
     # what to do, not later as a traceback in the middle of an ingest. (It stands in for qdrant-client's
     # own version check, which only warns when the server cannot be reached.)
-    url = settings.qdrant_url
-    client = QdrantClient(url=url, api_key=settings.qdrant_api_key, timeout=SERVER_TIMEOUT, check_compatibility=False)
+    url = redact_url(settings.qdrant_url)  # what messages show: never the credentials a URL may carry
+    client = QdrantClient(
+        url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=SERVER_TIMEOUT, check_compatibility=False
+    )
     try:
         client.get_collections()
     except (ResponseHandlingException, UnexpectedResponse) as error:
         client.close()
         if isinstance(error, ResponseHandlingException):
-            reason = str(error.source).strip() or type(error.source).__name__
+            reason = redact_url(str(error.source).strip()) or type(error.source).__name__
             fix = "start Qdrant (docker run -p 6333:6333 qdrant/qdrant) or unset it to use local mode."
             raise StoreError(f"cannot reach RAG_QDRANT_URL={url} ({reason}): {fix}") from error
         if error.status_code in (401, 403):
@@ -163,6 +165,23 @@ class Store:
             f"Collection '{self.collection}' was built with {built}, but the current settings give "
             f"{describe_fingerprint(expected)}. Ingest into a new collection (--collection NAME or "
             "RAG_COLLECTION), or rebuild this one with `rag-ingest --recreate`."
+        )
+
+    def check_embedding(self, embed_model: str) -> None:
+        """Raise if the stored chunks were embedded by another model than the one that will embed the questions.
+
+        A model of the same dimension would search without an error, comparing vectors of two different
+        spaces. The chunker does not matter here (it changes what is stored, not how to search it), and a
+        collection with nothing in it has nothing to mismatch, so the app can still open to ingest.
+        """
+        found = self.fingerprint()
+        if found is None or found.get("embed_model") == embed_model or self.count() == 0:
+            return
+        raise FingerprintMismatchError(
+            f"Collection '{self.collection}' was built with {describe_fingerprint(found)}, but the current "
+            f"settings embed questions with {embed_model}: its vectors cannot be compared with the stored ones. "
+            "Embed with the model it was built with (RAG_EMBED_MODEL; unset for the bundled all-MiniLM-L6-v2), "
+            "use another collection (RAG_COLLECTION), or rebuild this one with `rag-ingest --recreate`."
         )
 
     def manifest(self) -> dict[str, dict[str, Any]]:
