@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from fakes import FakeChatModel, FakeEmbeddings, count_words
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -261,3 +266,36 @@ def test_a_refusal_gets_no_citations_added(store):
     model = FakeChatModel(replies=["I don't know. The help centre does not cover this."])
     answer = make_engine(store, model).answer("How long do refunds take?")
     assert answer.text == "I don't know. The help centre does not cover this." and answer.citations_added == []
+
+
+def test_the_engine_is_a_context_manager_that_releases_its_store(tmp_path):
+    folder = str(tmp_path / "qdrant")
+    store = Store(QdrantClient(path=folder), "kb")
+    with make_engine(store) as engine:
+        assert engine.store is store
+    QdrantClient(path=folder).close()  # a local folder stays locked while a client has it open
+
+
+# An engine holds itself in a reference cycle (its runnables are its bound methods), so a script that never
+# closes it left its store to QdrantClient.__del__ during shutdown, which printed an ImportError traceback.
+NEVER_CLOSED = """
+import sys
+from fakes import FakeChatModel, FakeEmbeddings
+from qdrant_client import QdrantClient
+from chatbot.engine import ChatEngine
+from chatbot.rag.retrieval import Retriever
+from chatbot.rag.store import Store
+
+engine = ChatEngine(Retriever(Store(QdrantClient(path=sys.argv[1]), "kb"), FakeEmbeddings()), FakeChatModel())
+print(engine.store.exists())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_script_that_never_closes_its_engine_exits_without_a_traceback(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    run = subprocess.run(
+        [sys.executable, "-c", NEVER_CLOSED, str(tmp_path / "qdrant")], capture_output=True, text=True, env=env
+    )
+    assert (run.returncode, run.stdout, run.stderr) == (0, "False\n", "")
