@@ -15,7 +15,7 @@ from chatbot import engine
 from chatbot.cli import evaluate as cli_eval
 from chatbot.core.errors import AdapterNotFoundError, QuestionSetError
 from chatbot.engine import ChatEngine
-from chatbot.eval.metrics import groundedness, own_citations, percentile, retrieval_scores, term_recall
+from chatbot.eval.metrics import METRICS, groundedness, own_citations, percentile, retrieval_scores, term_recall
 from chatbot.eval.questions import Question
 from chatbot.eval.report import Report, Result
 from chatbot.eval.run import Config, ResultCache, default_configs, load_questions, run_evaluation, write_report
@@ -131,12 +131,12 @@ def test_real_answers_that_say_not_are_not_refusals(text):
     assert not is_refusal(text)
 
 
-def hand_report() -> tuple[Report, Config, Config]:
+def hand_report(b_kind: str = "fact") -> tuple[Report, Config, Config]:
     questions = [Question(**{**q, "must_include": tuple(q["must_include"])}) for q in (
         {"id": "a", "question": "refunds?", "answer": "", "must_include": ["5 business days", "wallet"],
          "sources": ("refunds.md",), "kind": "fact"},
         {"id": "b", "question": "growth?", "answer": "", "must_include": ["$49"], "sources": ("plans.md",),
-         "kind": "fact"},
+         "kind": b_kind},
         {"id": "c", "question": "ceo?", "answer": "", "must_include": [], "sources": (), "kind": "unanswerable"},
     )]  # fmt: skip
     refunds = ("refunds.md", "Refunds for unused labels take 5 business days to reach your postage wallet.")
@@ -178,11 +178,27 @@ def test_markdown_has_one_row_per_configuration_and_bolds_the_best():
     report, _, _ = hand_report()
     text = report.to_markdown()
 
-    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
-    assert "| **1.00** |" in rows["no-rag, base"]  # recall 1.00 beats 0.25
-    assert "**0.25**" not in rows["rag, base"] and "| 0.25 |" in rows["rag, base"]
-    assert "| 0.50 | 1.00 | 0.75 | 1.00 |" in rows["rag, base"]  # one value per column: nothing to compare
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header, rule, *rows = ([cell.strip() for cell in line.strip("|").split("|")] for line in lines)
+    assert header == ["configuration", *(metric.header for metric in METRICS)]
+    assert rule[0].startswith(":-") and all(cell.endswith("-:") for cell in rule[1:])  # numbers align right
+    rows = {cells[0]: dict(zip(header, cells, strict=True)) for cells in rows}
+    assert rows["no-rag, base"]["recall"] == "**1.00**"  # recall 1.00 beats 0.25
+    assert rows["rag, base"]["recall"] == "0.25"
+    assert rows["no-rag, base"]["hit@1"] == ""  # does not apply without retrieval
+    # one value per column: nothing to compare, nothing bold
+    assert [rows["rag, base"][key] for key in ("hit@1", "hit@5", "MRR@5", "all@5")] == ["0.50", "1.00", "0.75", "1.00"]
     assert "How each metric is computed" in text and "- **grounded**:" in text
+    assert "by question kind" not in text  # one kind: nothing to split
+
+
+def test_markdown_splits_recall_by_question_kind_when_there_are_several():
+    text = hand_report(b_kind="multi-hop")[0].to_markdown()
+
+    table = text.split("Must-include recall by question kind:")[1].strip().split("\n\n")[0].splitlines()
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+    assert cells[0] == ["configuration", "fact", "multi-hop"]
+    assert cells[2:] == [["no-rag, base", "1.00", "1.00"], ["rag, base", "0.50", "0.00"]]
 
 
 # -- question sets ---------------------------------------------------------------------------
