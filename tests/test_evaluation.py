@@ -102,6 +102,8 @@ def test_percentiles_interpolate_between_ranks():
     assert percentile([4, 1, 3, 2], 0.5) == 2.5
     assert percentile([1, 2, 3, 4], 0.95) == pytest.approx(3.85)
     assert percentile([], 0.5) is None
+    assert percentile([2.5], 0.95) == 2.5  # one answer: every percentile is its time
+    assert (percentile([3, 1, 2], 0.0), percentile([3, 1, 2], 1.0)) == (1, 3)  # the ends are the extremes
 
 
 @pytest.mark.parametrize(
