@@ -15,7 +15,7 @@ from adapters.pairs import IGNORE, Pair, encode, load_pairs
 from adapters.registry import Adapter, AdapterInfo, discover, find, read_adapter, write_card
 from adapters.training import cli as cli_train
 from adapters.training.calibrate import TABLE_BOUNDARIES, best_boundary, boundary_table, refused
-from adapters.training.train import TrainConfig, train
+from adapters.training.train import TrainConfig, _lr_factor, train
 from chatbot.core.config import Settings
 from chatbot.core.errors import AdapterNotFoundError, TrainingDataError
 from chatbot.engine import ChatEngine
@@ -317,3 +317,12 @@ def test_settings_default_adapter_dirs_hold_the_shipped_and_the_user_folder(tmp_
 
     assert adapter_dirs(Settings(adapters_dir=tmp_path)) == [SHIPPED_DIR, tmp_path.resolve()]
     assert isinstance(Adapter("x", tmp_path, "tiny").problem_with("tiny"), type(None))
+
+
+def test_the_learning_rate_warms_up_from_the_first_step_then_decays_on_a_cosine():
+    # The schedule the shipped adapter was trained with: `make adapter` must rebuild it.
+    config = TrainConfig(steps=300, warmup_steps=10)
+    factors = [_lr_factor(step, config) for step in range(config.steps)]
+
+    assert factors[:2] == [1 / 11, 2 / 11] and factors[9] == 10 / 11  # never a step at learning rate 0
+    assert factors[10] == 1.0 and factors[155] == pytest.approx(0.5) and factors[-1] == pytest.approx(0, abs=1e-3)
