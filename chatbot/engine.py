@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
@@ -97,6 +97,12 @@ class ChatEngine:
     def close(self) -> None:
         """Release the store (a local Qdrant folder is locked while open)."""
         self.retriever.store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def store(self) -> Store:

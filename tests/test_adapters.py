@@ -15,8 +15,8 @@ from adapters.loading import attach, merge
 from adapters.pairs import IGNORE, Pair, encode, load_pairs
 from adapters.registry import Adapter, AdapterInfo, discover, find, read_adapter
 from adapters.training import cli as cli_train
-from adapters.training.calibrate import best_boundary, refused
-from adapters.training.train import TrainConfig, train
+from adapters.training.calibrate import TABLE_BOUNDARIES, best_boundary, boundary_table, refused
+from adapters.training.train import TrainConfig, _lr_factor, train
 from chatbot.core.config import Settings
 from chatbot.core.errors import AdapterNotFoundError, OutputExistsError, RagtuneError, TrainingDataError
 from chatbot.engine import ChatEngine
@@ -111,6 +111,17 @@ def test_calibration_picks_the_boundary_that_best_separates_the_two_kinds_neares
     assert refused(found["answerable"], 0.65) == 0.25
     assert best_boundary({"answerable": [-3.0, 1.0], "unanswerable": [-2.0, 3.0]}) == 2.0  # two as good: nearer 0
     assert best_boundary({"answerable": [], "unanswerable": [None]}) == 0.0
+
+
+def test_the_calibration_table_shows_each_boundary_and_marks_the_chosen_one():
+    found = {"answerable": [-2.0, -1.0, 0.5, 1.9], "unanswerable": [None, 0.8, 1.5, 2.2]}
+    header, rule, *rows = (
+        [cell.strip() for cell in line.strip("|").split("|")] for line in boundary_table(found, 0.65).splitlines()
+    )
+
+    assert header == ["boundary", "refuses unanswerable", "false refusals"] and rule[0].startswith(":-")
+    assert len(rows) == len(TABLE_BOUNDARIES) + 1
+    assert ["+0.65 (chosen)", "1.00", "0.25"] in rows and ["+0.00", "1.00", "0.50"] in rows
 
 
 def test_a_user_folder_adapter_replaces_a_shipped_one_of_the_same_name(saved, tmp_path):
@@ -340,3 +351,12 @@ def test_settings_default_adapter_dirs_hold_the_shipped_and_the_user_folder(tmp_
 
     assert adapter_dirs(Settings(adapters_dir=tmp_path)) == [SHIPPED_DIR, tmp_path.resolve()]
     assert isinstance(Adapter("x", tmp_path, "tiny").problem_with("tiny"), type(None))
+
+
+def test_the_learning_rate_warms_up_from_the_first_step_then_decays_on_a_cosine():
+    # The schedule the shipped adapter was trained with: `make adapter` must rebuild it.
+    config = TrainConfig(steps=300, warmup_steps=10)
+    factors = [_lr_factor(step, config) for step in range(config.steps)]
+
+    assert factors[:2] == [1 / 11, 2 / 11] and factors[9] == 10 / 11  # never a step at learning rate 0
+    assert factors[10] == 1.0 and factors[155] == pytest.approx(0.5) and factors[-1] == pytest.approx(0, abs=1e-3)

@@ -12,8 +12,9 @@ from chatbot.llm import loading as models
 pytestmark = pytest.mark.integration
 
 
-def test_bundled_embeddings_embed_and_rank_by_meaning():
+def test_bundled_embeddings_embed_and_rank_by_meaning(capfd):
     embeddings = models.load_embeddings(Settings())
+    assert "Loading weights" not in capfd.readouterr().err  # rag-search loads it on every call: no progress bar
     query = embeddings.embed_query("How do I print a shipping label?")
     related, unrelated = embeddings.embed_documents(["Printing labels for parcels", "Bananas are rich in potassium"])
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from fakes import FakeChatModel, FakeEmbeddings, count_words
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -343,3 +348,36 @@ def test_build_engine_refuses_a_collection_another_embedding_model_built(tmp_pat
     for collection in ("empty", "missing"):  # nothing stored to mismatch: the app still opens, to ingest
         settings = Settings(qdrant_path=tmp_path / "q", collection=collection, embed_model="acme/embed-b")
         build_engine(settings, require_collection=False).close()
+
+
+def test_the_engine_is_a_context_manager_that_releases_its_store(tmp_path):
+    folder = str(tmp_path / "qdrant")
+    store = Store(QdrantClient(path=folder), "kb")
+    with make_engine(store) as engine:
+        assert engine.store is store
+    QdrantClient(path=folder).close()  # a local folder stays locked while a client has it open
+
+
+# A script that never closes its engine used to leave its store to QdrantClient.__del__ during shutdown,
+# which printed an ImportError traceback.
+NEVER_CLOSED = """
+import sys
+from fakes import FakeChatModel, FakeEmbeddings
+from qdrant_client import QdrantClient
+from chatbot.engine import ChatEngine
+from chatbot.rag.retrieval import Retriever
+from chatbot.rag.store import Store
+
+engine = ChatEngine(Retriever(Store(QdrantClient(path=sys.argv[1]), "kb"), FakeEmbeddings()), FakeChatModel())
+print(engine.store.exists())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_script_that_never_closes_its_engine_exits_without_a_traceback(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    run = subprocess.run(
+        [sys.executable, "-c", NEVER_CLOSED, str(tmp_path / "qdrant")], capture_output=True, text=True, env=env
+    )
+    assert (run.returncode, run.stdout, run.stderr) == (0, "False\n", "")

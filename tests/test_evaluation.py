@@ -104,6 +104,8 @@ def test_percentiles_interpolate_between_ranks():
     assert percentile([4, 1, 3, 2], 0.5) == 2.5
     assert percentile([1, 2, 3, 4], 0.95) == pytest.approx(3.85)
     assert percentile([], 0.5) is None
+    assert percentile([2.5], 0.95) == 2.5  # one answer: every percentile is its time
+    assert (percentile([3, 1, 2], 0.0), percentile([3, 1, 2], 1.0)) == (1, 3)  # the ends are the extremes
 
 
 @pytest.mark.parametrize(
@@ -137,12 +139,12 @@ OFF, ON = "retrieval off · base model · Zero-shot", "retrieval on · base mode
 OFF_DEMO, ON_DEMO = "retrieval off · adapter demo · Zero-shot", "retrieval on · adapter demo · Zero-shot"
 
 
-def hand_report() -> tuple[Report, AnswerOptions, AnswerOptions]:
+def hand_report(b_kind: str = "fact") -> tuple[Report, AnswerOptions, AnswerOptions]:
     questions = [Question(**{**q, "must_include": tuple(q["must_include"])}) for q in (
         {"id": "a", "question": "refunds?", "answer": "", "must_include": ["5 business days", "wallet"],
          "sources": ("refunds.md",), "kind": "fact"},
         {"id": "b", "question": "growth?", "answer": "", "must_include": ["$49"], "sources": ("plans.md",),
-         "kind": "fact"},
+         "kind": b_kind},
         {"id": "c", "question": "ceo?", "answer": "", "must_include": [], "sources": (), "kind": "unanswerable"},
     )]  # fmt: skip
     refunds = ("refunds.md", "Refunds for unused labels take 5 business days to reach your postage wallet.")
@@ -184,11 +186,27 @@ def test_markdown_has_one_row_per_configuration_and_bolds_the_best():
     report, _, _ = hand_report()
     text = report.to_markdown()
 
-    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
-    assert "| **1.00** |" in rows[OFF]  # recall 1.00 beats 0.25
-    assert "**0.25**" not in rows[ON] and "| 0.25 |" in rows[ON]
-    assert "| 0.50 | 1.00 | 0.75 | 1.00 |" in rows[ON]  # one value per column: nothing to compare
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header, rule, *rows = ([cell.strip() for cell in line.strip("|").split("|")] for line in lines)
+    assert header == ["configuration", *(metric.header for metric in METRICS)]
+    assert rule[0].startswith(":-") and all(cell.endswith("-:") for cell in rule[1:])  # numbers align right
+    rows = {cells[0]: dict(zip(header, cells, strict=True)) for cells in rows}
+    assert rows[OFF]["recall"] == "**1.00**"  # recall 1.00 beats 0.25
+    assert rows[ON]["recall"] == "0.25"
+    assert rows[OFF]["hit@1"] == ""  # does not apply without retrieval
+    # one value per column: nothing to compare, nothing bold
+    assert [rows[ON][key] for key in ("hit@1", "hit@5", "MRR@5", "all@5")] == ["0.50", "1.00", "0.75", "1.00"]
     assert "How each metric is computed" in text and "- **grounded**:" in text
+    assert "by question kind" not in text  # one kind: nothing to split
+
+
+def test_markdown_splits_recall_by_question_kind_when_there_are_several():
+    text = hand_report(b_kind="multi-hop")[0].to_markdown()
+
+    table = text.split("Must-include recall by question kind:")[1].strip().split("\n\n")[0].splitlines()
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+    assert cells[0] == ["configuration", "fact", "multi-hop"]
+    assert cells[2:] == [[OFF, "1.00", "1.00"], [ON, "0.50", "0.00"]]
 
 
 # -- question sets ---------------------------------------------------------------------------

@@ -106,6 +106,16 @@ def test_a_stop_string_cuts_the_answer_and_ends_generation(chat):
     assert cut.response_metadata["finish_reason"] == "stop"
 
 
+def test_a_stop_string_is_looked_for_in_the_answer_only_not_across_the_prompts_end(chat):
+    # transformers' own stop_strings (StopStringCriteria) match the last tokens of the whole sequence,
+    # prompt included: it would end this answer after its first characters.
+    full = chat.invoke(QUESTION)
+    assert chat.render(QUESTION).endswith("\n")
+
+    answer = chat.invoke(QUESTION, stop=["\n" + full.content[:2]])
+    assert answer.content == full.content and answer.response_metadata["finish_reason"] == "length"
+
+
 def test_stop_strings_are_held_back_until_they_can_no_longer_start_one():
     stops = _StopStrings(["\nQuestion:"])
     fed = [stops.feed(piece) for piece in ["The ans", "wer: 4", "2\n", "Ques", "tion: and"]]

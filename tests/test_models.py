@@ -87,6 +87,20 @@ def test_the_generator_is_converted_once_then_loaded_from_the_cache(tiny_gguf, t
 
 
 @pytest.mark.model
+def test_loading_shows_no_progress_bars_but_the_long_conversion_does(tiny_gguf, tmp_path, monkeypatch, capfd):
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.setattr(models, "bundled_gguf_path", lambda: tiny_gguf[0])
+    settings = Settings(cache_dir=tmp_path)
+    models.ensure_generator_cache(settings)
+    assert "Converting and de-quantizing" in capfd.readouterr().err
+
+    models.load_generator(settings)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # turned back on for the long work that follows
+
+
+@pytest.mark.model
 def test_an_interrupted_conversion_leaves_no_cache_that_looks_complete(tiny_gguf, tmp_path, monkeypatch):
     def interrupted(*args):
         raise KeyboardInterrupt

@@ -28,6 +28,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from tabulate import tabulate
+
 from adapters.card import CARD_FILE
 from adapters.training.examples import REFUSAL
 from chatbot.core.errors import RagtuneError
@@ -72,6 +74,18 @@ def best_boundary(found: dict[str, list[float | None]]) -> float:
     return round(max(candidates, key=score), 2)
 
 
+def boundary_table(found: dict[str, list[float | None]], chosen: float) -> str:
+    """A markdown table: what each boundary (the usual ones and the chosen one) refuses."""
+    rows = []
+    for b in sorted({*TABLE_BOUNDARIES, chosen}):
+        mark = " (chosen)" if b == chosen else ""
+        rows.append(
+            [f"{b:+.2f}{mark}", f"{refused(found['unanswerable'], b):.2f}", f"{refused(found['answerable'], b):.2f}"]
+        )
+    headers = ["boundary", "refuses unanswerable", "false refusals"]
+    return tabulate(rows, headers=headers, tablefmt="pipe", colalign=("left", "right", "right"), disable_numparse=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("questions", type=Path, help="a question set (DESIGN.md format) the adapter never saw")
@@ -85,25 +99,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         questions = load_questions(args.questions)
-        engine = build_engine(Settings.from_env())
-        try:
+        with build_engine(Settings.from_env()) as engine:
             info = next((info for info in engine.adapters() if info.name == args.adapter and info.loaded), None)
             if info is None or info.path is None:
                 names = ", ".join(repr(i.name) for i in engine.adapters() if i.loaded) or "none"
                 raise RagtuneError(f"No local adapter named {args.adapter!r} is loaded (loaded: {names}).")
             found = margins(engine, questions, args.adapter)
-        finally:
-            engine.close()
     except RagtuneError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
     boundary = best_boundary(found)
     print(f"\n{args.questions}, adapter {args.adapter}: refuse when the margin is above the boundary (0 = greedy)")
-    print("| boundary | refuses unanswerable | false refusals |\n|---|---|---|")
-    for b in sorted({*TABLE_BOUNDARIES, boundary}):
-        mark = " (chosen)" if b == boundary else ""
-        print(f"| {b:+.2f}{mark} | {refused(found['unanswerable'], b):.2f} | {refused(found['answerable'], b):.2f} |")
+    print(boundary_table(found, boundary))
     if args.dry_run:
         return 0
     folder = Path(info.path)

@@ -196,6 +196,8 @@ def _order(count: int, config: TrainConfig, done_steps: int):
 
 
 def _lr_factor(step: int, config: TrainConfig) -> float:
+    # transformers.get_cosine_schedule_with_warmup decays the same way, but its warmup starts at 0 (step/warmup)
+    # where this one starts at 1/(warmup+1): switching would change every adapter `make adapter` rebuilds.
     if step < config.warmup_steps:
         return (step + 1) / (config.warmup_steps + 1)
     remaining = max(config.steps - config.warmup_steps, 1)

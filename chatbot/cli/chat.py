@@ -62,21 +62,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from chatbot.engine import build_engine  # loads torch: only once the arguments are known good
 
-    engine = None
     try:
-        engine = build_engine(settings, require_collection=args.use_retrieval)
-        if args.question:
-            ask(engine, args.question, [], args)
-        else:
-            chat_loop(engine, args)
+        with build_engine(settings, require_collection=args.use_retrieval) as engine:
+            if args.question:
+                ask(engine, args.question, [], args)
+            else:
+                chat_loop(engine, args)
     except RagtuneError as error:
         print(f"rag-chat: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    finally:
-        if engine is not None:
-            engine.close()
     return 0
 
 

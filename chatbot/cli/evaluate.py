@@ -162,22 +162,22 @@ def main(argv: list[str] | None = None) -> int:
 
     from chatbot.engine import build_engine  # loads torch: only once the arguments and questions are good
 
-    engine, cache, bars = None, None, _Bars()
+    cache, bars = None, _Bars()
     try:
-        engine = build_engine(settings)
-        configs = default_configs(
-            engine,
-            args.grid,
-            adapters=args.adapters,
-            served_adapters=args.served_adapters,
-            strategies=args.strategies,
-        )
-        if "adapter" in args.grid and all(config.adapter is None for config in configs):
-            print("rag-eval: no adapter is loaded, so the adapter axis has only the base model.", file=sys.stderr)
-        cache = ResultCache(settings.cache_dir / "eval" / "results.jsonl", read=args.use_cache)
-        bars.start(configs, len(questions))
-        report = run_evaluation(engine, questions, configs, cache=cache, progress=bars, question_set=args.questions)
-        bars.close()
+        with build_engine(settings) as engine:
+            configs = default_configs(
+                engine,
+                args.grid,
+                adapters=args.adapters,
+                served_adapters=args.served_adapters,
+                strategies=args.strategies,
+            )
+            if "adapter" in args.grid and all(config.adapter is None for config in configs):
+                print("rag-eval: no adapter is loaded, so the adapter axis has only the base model.", file=sys.stderr)
+            cache = ResultCache(settings.cache_dir / "eval" / "results.jsonl", read=args.use_cache)
+            bars.start(configs, len(questions))
+            report = run_evaluation(engine, questions, configs, cache=cache, progress=bars, question_set=args.questions)
+            bars.close()
         paths = write_report(report, args.out)
     except OSError as error:
         print(f"rag-eval: cannot write the report to {args.out} ({error}): pick another --out DIR.", file=sys.stderr)
@@ -191,9 +191,6 @@ def main(argv: list[str] | None = None) -> int:
         saved = f"{len(cache)} results cached in {cache.path} ({cache.written} new)" if cache else "nothing cached"
         print(f"\nrag-eval: interrupted; {saved}. Run the same command again to resume.", file=sys.stderr)
         return 130
-    finally:
-        if engine is not None:
-            engine.close()
     if args.json:
         print(json.dumps(report.summary(), ensure_ascii=False))
     else:

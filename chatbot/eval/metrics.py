@@ -10,6 +10,7 @@ size would be noise, and a bigger one is not in the box.
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -117,14 +118,13 @@ def mean(values: Iterable[float | bool | None]) -> float | None:
 
 
 def percentile(values: Sequence[float], share: float) -> float | None:
-    """The `share` quantile (0..1) with linear interpolation between ranks, or None for no values."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    position = share * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    """The `share` quantile (0..1, to a whole percent) interpolated linearly between ranks; None for no values."""
+    if len(values) < 2:  # statistics.quantiles wants two values (before Python 3.13)
+        return float(values[0]) if values else None
+    # The inclusive method is linear interpolation between ranks (numpy's default); its 99 cut points lie
+    # between the minimum (0%) and the maximum (100%).
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return [min(values), *cuts, max(values)][round(share * 100)]
 
 
 __all__ = [

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tabulate import tabulate
+
 from chatbot.eval.metrics import METRICS
 
 if TYPE_CHECKING:
@@ -17,15 +19,7 @@ def markdown(report: Report) -> str:
     values = {config: report.metrics(config) for config in report.configs}
     shown = {config: {m.key: m.shown(values[config][m.key]) for m in METRICS} for config in report.configs}
     best = {metric.key: metric.best(values[config][metric.key] for config in report.configs) for metric in METRICS}
-    header = ["configuration", *(metric.header for metric in METRICS)]
-    lines = [
-        f"# Evaluation of {info.get('question_set', 'a question set')}",
-        "",
-        _facts(report),
-        "",
-        "| " + " | ".join(header) + " |",
-        "| --- | " + " | ".join("---:" for _ in METRICS) + " |",
-    ]
+    rows = []
     for config in report.configs:
         cells = [config.label]
         for metric in METRICS:
@@ -34,8 +28,13 @@ def markdown(report: Report) -> str:
             cells.append(
                 f"**{text}**" if text and best[metric.key] is not None and rounded == best[metric.key] else text
             )
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
+        rows.append(cells)
+    lines = [
+        f"# Evaluation of {info.get('question_set', 'a question set')}",
+        "",
+        _facts(report),
+        "",
+        _table(["configuration", *(metric.header for metric in METRICS)], rows),
         "",
         "**Bold**: the best value of its column (not marked when every configuration has the same value). "
         "Blank: the metric does not apply (retrieval columns and groundedness need retrieval on).",
@@ -70,12 +69,17 @@ def _by_kind(report: Report) -> list[str]:
     kinds = list(next(iter(by_kind.values()), {}))
     if len(kinds) < 2:
         return []
-    lines = ["", "Must-include recall by question kind:", "", "| configuration | " + " | ".join(kinds) + " |"]
-    lines.append("| --- | " + " | ".join("---:" for _ in kinds) + " |")
-    for config, values in by_kind.items():
-        cells = ["" if values[kind] is None else f"{values[kind]:.2f}" for kind in kinds]
-        lines.append(f"| {config.label} | " + " | ".join(cells) + " |")
-    return lines
+    rows = [
+        [config.label, *("" if values[kind] is None else f"{values[kind]:.2f}" for kind in kinds)]
+        for config, values in by_kind.items()
+    ]
+    return ["", "Must-include recall by question kind:", "", _table(["configuration", *kinds], rows)]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    # Cells arrive formatted ("0.50", "**1.00**", "" for not applicable): tabulate must not re-parse them.
+    align = ["left", *["right"] * (len(header) - 1)]
+    return tabulate(rows, headers=header, tablefmt="pipe", colalign=align, disable_numparse=True)
 
 
 def draw_chart(report: Report, path: Path) -> None:

@@ -5,6 +5,8 @@ reading it (mostly parsing its vocabulary and rebuilding the tokenizer) costs
 ~35 s on two cores, so the first load converts it once to a plain safetensors
 folder under `RAG_CACHE_DIR`; later loads read that (<1 s).
 Every load passes `local_files_only=True`: nothing here may reach a model hub.
+Loading shows no progress bars (it takes about a second, on every `rag-search` and
+`rag-chat`); the one-off conversion, which is long work, keeps its bars.
 torch, transformers and sentence-transformers are imported inside the functions
 that need them, so importing this module stays cheap.
 """
@@ -16,7 +18,8 @@ import hashlib
 import importlib.util
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -116,11 +119,12 @@ def load_embeddings(settings: Settings) -> Embeddings:
     from langchain_huggingface import HuggingFaceEmbeddings  # imports torch
 
     try:
-        return HuggingFaceEmbeddings(
-            model=str(path),
-            model_kwargs={"local_files_only": True},
-            encode_kwargs={"normalize_embeddings": True},
-        )
+        with _no_progress_bars():
+            return HuggingFaceEmbeddings(
+                model=str(path),
+                model_kwargs={"local_files_only": True},
+                encode_kwargs={"normalize_embeddings": True},
+            )
     except OSError as error:
         raise ModelNotFoundError(
             f"RAG_EMBED_MODEL={path} could not be loaded ({first_line(error)}): "
@@ -192,8 +196,9 @@ def load_generator(settings: Settings) -> LocalModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer  # imports torch
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        with _no_progress_bars():
+            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as error:  # transformers says "not a model folder" with either
         raise ModelNotFoundError(
             f"RAG_LLM_MODEL={source} could not be loaded ({first_line(error)}): point it at a local "
@@ -201,3 +206,19 @@ def load_generator(settings: Settings) -> LocalModel:
         ) from error
     model.eval()
     return LocalModel(name=name, path=Path(source), model=model, tokenizer=tokenizer)
+
+
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    # transformers' switch is process-wide (it covers huggingface_hub's bars too), so it is turned
+    # back on at once, and left alone when the user already turned bars off (HF_HUB_DISABLE_PROGRESS_BARS).
+    from transformers.utils import logging as hf_logging
+
+    if not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()

@@ -405,6 +405,10 @@ class _StopCheck:
     """A transformers stopping criterion: stop when the caller has gone or the new text holds a stop string.
 
     A plain callable rather than a `StoppingCriteria` subclass, so that defining it needs no torch import.
+    Not `generate(stop_strings=...)`: transformers' StopStringCriteria matches the end of the whole sequence,
+    prompt included (an answer that starts with "Question:" after the prompt's final newline would stop at
+    once), and it sorts and hashes the whole vocabulary on every call to find its cached tables (0.13 s per
+    answer for SmolLM2's 49k tokens, measured on 2 cores).
     """
 
     def __init__(self, tokenizer: Any, prompt_tokens: int, stops: list[str], cancel: threading.Event) -> None:

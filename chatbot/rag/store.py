@@ -10,7 +10,9 @@ with it to a server and can never disagree with a side file.
 
 from __future__ import annotations
 
+import atexit
 import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -96,6 +98,18 @@ class ChunkPoint:
     payload: dict[str, Any]
 
 
+# Stores not closed yet, closed at interpreter exit: a store left open in a reference cycle (an engine's
+# runnables hold their engine) is otherwise closed by QdrantClient.__del__ during shutdown, when the imports
+# its close needs fail with an ImportError traceback.
+_open_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    for store in list(_open_stores):
+        store.close()
+
+
 class Store:
     """One collection in one Qdrant client; `shards` and `replicas` lay out a new collection on a cluster."""
 
@@ -106,6 +120,7 @@ class Store:
         self.collection = collection
         self.shards = shards
         self.replicas = replicas
+        _open_stores.add(self)
 
     @classmethod
     def open(cls, settings: Settings, collection: str | None = None) -> Store:
@@ -119,6 +134,7 @@ class Store:
 
     def close(self) -> None:
         """Release the client (and the local folder's lock)."""
+        _open_stores.discard(self)
         self.client.close()
 
     def exists(self) -> bool:
