@@ -39,6 +39,7 @@ from chatbot.rag.prompts import Examples, Passage, Strategy, build_messages, cha
 from chatbot.rag.retrieval import Hit, RetrievalMode, Retriever
 
 if TYPE_CHECKING:
+    from chatbot.llm.base import ChatModel
     from chatbot.llm.local import LocalChatModel
     from chatbot.llm.remote import RemoteChatModel
     from chatbot.rag.store import Store
@@ -75,7 +76,7 @@ class ChatEngine:
     def __init__(
         self,
         retriever: Retriever,
-        chat_model: LocalChatModel | RemoteChatModel,
+        chat_model: ChatModel,
         *,
         examples: Examples | None = None,
         abstain_threshold: float = ABSTAIN_THRESHOLD,
@@ -87,7 +88,7 @@ class ChatEngine:
         self.retriever = retriever
         self.chat_model = chat_model
         self.served = served  # a served model next to the local one: `served=True` asks it
-        loaded = getattr(getattr(chat_model, "model", None), "peft_config", {}) or {}
+        loaded = chat_model.adapter_names()
         self._adapters = list(adapters) if adapters is not None else [AdapterInfo(name) for name in loaded]
         self.examples = examples or Examples.load()
         self.abstain_threshold = abstain_threshold
@@ -325,7 +326,7 @@ class ChatEngine:
             answer.usage = dict(final.usage_metadata)
         if generated and "output_tokens" not in answer.usage:  # a stream cut at a loop ends before its usage
             answer.usage["output_tokens"] = len(model.tokenizer.encode(generated, add_special_tokens=False))
-        if counted := getattr(model, "token_count", None):  # a served model may count by estimate
+        if counted := model.token_count:  # a served model may count by estimate
             answer.usage["token_count"] = counted
         cited = any(1 <= n <= len(answer.sources) for n in cited_numbers(answer.text))
         if answer.sources and not cited and not is_refusal(answer.text):  # a refusal has no source to cite

@@ -9,12 +9,12 @@ from hashlib import blake2b
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from chatbot.core.errors import AdapterNotFoundError
+from chatbot.llm.base import ChatModel
 
 
 class FakeEmbeddings(Embeddings):
@@ -61,10 +61,8 @@ class WordTokenizer:
         return " ".join(ids)
 
 
-class FakeChatModel(BaseChatModel):
+class FakeChatModel(ChatModel):
     """A chat model that replies from a script, word by word, and records every call."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     replies: list[str] = Field(default_factory=lambda: ["Refunds take 5 days [1]."])
     adapters: tuple[str, ...] = ()
@@ -72,11 +70,13 @@ class FakeChatModel(BaseChatModel):
     context_window: int = 4096
     max_new_tokens: int = 64
     tokenizer: Any = Field(default_factory=WordTokenizer)
-    model: Any = None
 
     @property
     def _llm_type(self) -> str:
         return "fake-chat"
+
+    def adapter_names(self) -> list[str]:
+        return list(self.adapters)
 
     def count_tokens(self, messages: list[BaseMessage]) -> int:
         return sum(len(str(message.content).split()) + 2 for message in messages)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from fakes import FakeChatModel, FakeEmbeddings, count_words
@@ -20,6 +21,7 @@ from chatbot.eval.metrics import METRICS, groundedness, own_citations, percentil
 from chatbot.eval.questions import Question
 from chatbot.eval.report import Report, Result
 from chatbot.eval.run import ResultCache, default_configs, load_questions, run_evaluation, write_report
+from chatbot.llm.loading import weights_identity
 from chatbot.options import AnswerOptions
 from chatbot.rag.postprocess import is_refusal
 from chatbot.rag.retrieval import Retriever
@@ -511,13 +513,22 @@ class Weights:
         self.name_or_path = str(folder)
 
 
+class LocalWeightsModel(FakeChatModel):
+    """A scripted model that knows its weights the way the local runtime does."""
+
+    model: Any = None
+
+    def identity(self) -> dict[str, Any]:
+        return weights_identity(self.model)
+
+
 def test_two_weights_of_one_model_name_do_not_share_cached_answers(kb, tmp_path):
     _, store = kb
     folder = tmp_path / "my-model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     (folder / "model.safetensors").write_bytes(b"weights before fine-tuning")
-    model = FakeChatModel(model=Weights(folder))  # the same model name throughout
+    model = LocalWeightsModel(model=Weights(folder))  # the same model name throughout
     cache = tmp_path / "results.jsonl"
     questions = load_questions(write_set(tmp_path / "qa.jsonl", QUESTIONS[:1]))
 

@@ -41,11 +41,9 @@ from chatbot.rag.prompts import Strategy, build_messages, parse_strategy
 
 if TYPE_CHECKING:
     from chatbot.engine import ChatEngine
-    from chatbot.rag.store import Store
 
 AXES = ("retrieval", "adapter", "strategy")
 CACHE_VERSION = 2  # 2: the model's weights, not only its name
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".json", ".jinja")  # weights, config, tokenizer
 RETRIEVAL_DEPTH = 5
 Progress = Callable[[int, int, AnswerOptions], None]
 
@@ -162,7 +160,7 @@ def run_evaluation(
     question_set: str | Path | None = None,
 ) -> Report:
     """Answer every question under every configuration (cached answers are reused) and return the report."""
-    store = _store(engine)
+    store = engine.store
     known = set(store.stored_sources()) | set(store.manifest())
     check_sources(questions, known, collection=store.collection, path=question_set)
     identity = run_identity(engine)
@@ -214,26 +212,15 @@ def _retrieved_sources(engine: ChatEngine, question: str) -> list[str]:
     return [hit.source for hit in hits]
 
 
-def _store(engine: ChatEngine) -> Store:
-    return getattr(engine, "store", None) or engine.retriever.store
-
-
-def model_name(engine: ChatEngine) -> str:
-    """The generator's name as the engine reports it."""
-    model = engine.chat_model
-    named = getattr(engine, "model_name", None) or getattr(model, "model_name", None)
-    return named or getattr(model, "_llm_type", None) or type(model).__name__
-
-
 def run_identity(engine: ChatEngine) -> dict[str, Any]:
     """What every answer of this run depends on: model, collection contents, retrieval and decoding settings."""
-    store = _store(engine)
+    store = engine.store
     manifest = store.manifest()
     retriever, model = engine.retriever, engine.chat_model
     return {
         "version": CACHE_VERSION,
-        "model": model_name(engine),
-        "weights": model_identity(model),  # two models may share a name: a served and a local one, two folders
+        "model": engine.model_name,
+        "weights": model.identity(),  # two models may share a name: a served and a local one, two folders
         "collection": {
             "name": store.collection,
             "fingerprint": store.fingerprint(),
@@ -247,37 +234,11 @@ def run_identity(engine: ChatEngine) -> dict[str, Any]:
             "score_threshold": retriever.score_threshold,
             "abstain_threshold": engine.abstain_threshold,
             "prompt_tokens": engine.prompt_tokens,
-            "max_new_tokens": getattr(model, "max_new_tokens", None),
-            "temperature": getattr(model, "temperature", None),
-            "repetition_penalty": getattr(model, "repetition_penalty", None),
+            "max_new_tokens": model.max_new_tokens,
+            "temperature": model.temperature,
+            "repetition_penalty": model.repetition_penalty,
         },
     }
-
-
-def model_identity(model: Any) -> dict[str, Any]:
-    """What tells two models of one name apart: a served one's server and weights, a local one's weight files."""
-    if base_url := getattr(model, "base_url", None):
-        return {"served_by": base_url, "root": _served_root(model, model.model_name)}
-    network = getattr(model, "model", None)
-    if hasattr(network, "get_base_model"):  # a PeftModel: the weights are its base model's
-        network = network.get_base_model()
-    source = getattr(network, "name_or_path", None)
-    if not source:
-        return {}
-    folder = Path(source)
-    return {"source": str(source), "files": weights_files(folder) if folder.is_dir() else None}
-
-
-def weights_files(folder: Path) -> str:
-    """A hash of the names, sizes and modification times of a model folder's weight and config files."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    return _digest([[file.name, file.stat().st_size, file.stat().st_mtime_ns] for file in files])[:16]
-
-
-def _served_root(model: Any, served_name: str | None) -> str | None:
-    # vLLM's /v1/models card names the weights behind a served name: the model folder or id, or the LoRA's path.
-    card = next((card for card in getattr(model, "served", None) or () if card.get("id") == served_name), {})
-    return card.get("root")
 
 
 def adapter_identity(engine: ChatEngine, name: str | None, *, served: bool = False) -> str | None:
@@ -291,9 +252,8 @@ def adapter_identity(engine: ChatEngine, name: str | None, *, served: bool = Fal
         return None
     info = next((info for info in engine.adapters() if (info.name, info.served) == (name, served)), None)
     if info is not None and (served_by := info.card.served_by):
-        models = (engine.served, engine.chat_model)
-        server = next((model for model in models if getattr(model, "base_url", None) == served_by), None)
-        return f"{name}@{served_by} " + json.dumps(_served_root(server, name))
+        server = engine.served if served else engine.chat_model
+        return f"{name}@{served_by} " + json.dumps(server.served_root(name))
     if info is not None and (created := info.card.created):
         # Set after training (adapters/training/calibrate.py): it changes the answers.
         bias = info.card.first_token_bias

@@ -222,3 +222,25 @@ def _no_progress_bars() -> Iterator[None]:
         yield
     finally:
         hf_logging.enable_progress_bar()
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".json", ".jinja")  # weights, config, tokenizer
+
+
+def weights_identity(network: Any) -> dict[str, Any]:
+    """Where a loaded transformers model's weights came from, and a hash of that folder's weight and config files.
+
+    Names, sizes and modification times, not contents: re-saving weights over a folder changes it at once,
+    and hashing gigabytes on every evaluation would not be cheap.
+    """
+    if hasattr(network, "get_base_model"):  # a PeftModel: the weights are its base model's
+        network = network.get_base_model()
+    source = getattr(network, "name_or_path", None)
+    if not source:
+        return {}
+    folder = Path(source)
+    if not folder.is_dir():
+        return {"source": str(source), "files": None}
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    listing = json.dumps([[file.name, file.stat().st_size, file.stat().st_mtime_ns] for file in files])
+    return {"source": str(source), "files": hashlib.sha256(listing.encode()).hexdigest()[:16]}

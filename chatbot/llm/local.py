@@ -23,16 +23,15 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field, model_validator
+from langchain_core.outputs import ChatGenerationChunk
+from pydantic import Field, model_validator
 
 from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError, RagtuneError
+from chatbot.llm.base import ChatModel
 from chatbot.rag.prompts import chat_dicts
 
 if TYPE_CHECKING:
@@ -42,8 +41,6 @@ if TYPE_CHECKING:
 
 # End-of-turn markers of common chat formats; generation stops at whichever the tokenizer has.
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
-_OPTIONS = ("adapter", "max_new_tokens", "repetition_penalty", "temperature")
-_IGNORED = ("stream",)  # LangChain may pass it through; streaming is chosen by which method is called
 _POLL_SECONDS = 0.1
 
 _locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
@@ -94,15 +91,7 @@ def use_adapter(model: Any, name: str | None) -> Iterator[None]:
         model.set_adapter(previous, inference_mode=True)
 
 
-@dataclass(frozen=True)
-class _Options:
-    max_new_tokens: int
-    temperature: float
-    repetition_penalty: float
-    adapter: str | None
-
-
-class LocalChatModel(BaseChatModel):
+class LocalChatModel(ChatModel):
     """A local transformers causal LM as a LangChain chat model, streaming tokens as they are generated.
 
     Per call (invoke/stream kwargs or `.bind(...)`): `adapter` (None = base model), `max_new_tokens`,
@@ -113,16 +102,9 @@ class LocalChatModel(BaseChatModel):
 
     model: Any = Field(exclude=True, repr=False)  # a PreTrainedModel or a peft PeftModel
     tokenizer: Any = Field(exclude=True, repr=False)
-    model_name: str = "local"
-    max_new_tokens: int = Field(default=256, ge=1)
-    temperature: float = Field(default=0.0, ge=0.0)  # 0 = greedy; > 0 samples
-    repetition_penalty: float = Field(default=1.0, gt=0.0)  # 1.0 = off
-    context_window: int | None = Field(default=None, ge=1)  # None: the model config's max_position_embeddings
     # adapter name -> {text: bias}: added to the logit of the text's first token at the first generated
     # position when that adapter answers (an adapter card's `first_token_bias`, see adapters/training/calibrate.py)
     first_token_bias: dict[str, dict[str, float]] = Field(default_factory=dict)
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     @model_validator(mode="after")
     def _window_from_config(self) -> LocalChatModel:
@@ -148,6 +130,16 @@ class LocalChatModel(BaseChatModel):
             "repetition_penalty": self.repetition_penalty,
             "context_window": self.context_window,
         }
+
+    def adapter_names(self) -> list[str]:
+        """The adapters loaded on the model (a PeftModel's), each switchable per call."""
+        return list(getattr(self.model, "peft_config", {}))
+
+    def identity(self) -> dict[str, Any]:
+        """The weights' folder and a hash of its files."""
+        from chatbot.llm.loading import weights_identity
+
+        return weights_identity(self.model)
 
     def render(self, messages: Sequence[BaseMessage]) -> str:
         """The exact prompt text the model is given for `messages` (chat template + generation prompt)."""
@@ -190,23 +182,6 @@ class LocalChatModel(BaseChatModel):
         with model_lock(self.model), use_adapter(self.model, adapter), torch.no_grad():
             return self.model(**inputs)
 
-    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence | None = None) -> int:
-        """LangChain's name for `count_tokens` (tools are not supported)."""
-        return self.count_tokens(messages)
-
-    def get_token_ids(self, text: str) -> list[int]:
-        """Token ids of plain text in the model's own tokenizer (LangChain's default would fetch GPT-2's)."""
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return generate_from_stream(self._stream(messages, stop=stop, run_manager=run_manager, **kwargs))
-
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -216,7 +191,7 @@ class LocalChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         from transformers import LogitsProcessorList, StoppingCriteriaList, TextIteratorStreamer  # imports torch
 
-        options = self._options(kwargs)
+        options = self.call_options(kwargs)
         check_adapter(self.model, options.adapter)
         inputs = self._encode(messages, return_tensors="pt")
         prompt_tokens = inputs["input_ids"].shape[1]
@@ -287,29 +262,6 @@ class LocalChatModel(BaseChatModel):
         yield ChatGenerationChunk(
             message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=metadata, chunk_position="last")
         )
-
-    def _options(self, kwargs: dict[str, Any]) -> _Options:
-        unknown = sorted(set(kwargs) - {*_OPTIONS, *_IGNORED})
-        if unknown:
-            raise InvalidOptionError(
-                f"Unknown option {', '.join(map(repr, unknown))} for {type(self).__name__}: "
-                f"use {', '.join(_OPTIONS)} or stop."
-            )
-        options = _Options(
-            max_new_tokens=kwargs.get("max_new_tokens", self.max_new_tokens),
-            temperature=kwargs.get("temperature", self.temperature),
-            repetition_penalty=kwargs.get("repetition_penalty", self.repetition_penalty),
-            adapter=kwargs.get("adapter"),
-        )
-        checks = [
-            ("max_new_tokens", options.max_new_tokens, int, 1, "a whole number >= 1"),
-            ("temperature", options.temperature, (int, float), 0, "0 (greedy) or more"),
-            ("repetition_penalty", options.repetition_penalty, (int, float), 1e-6, "more than 0 (1 = off)"),
-        ]
-        for name, value, kinds, low, allowed in checks:
-            if isinstance(value, bool) or not isinstance(value, kinds) or value < low:
-                raise InvalidOptionError(f"{name}={value!r} is not allowed: use {allowed}.")
-        return options
 
     def _end_token_ids(self) -> list[int]:
         """The eos token(s) of the tokenizer and generation config, plus the chat format's end-of-turn marker."""

@@ -27,16 +27,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field
+from langchain_core.outputs import ChatGenerationChunk
+from pydantic import Field
 
 from adapters.card import AdapterCard
 from adapters.registry import AdapterInfo
 from chatbot.core.config import Settings, redact_url
-from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError, ModelNotFoundError, RagtuneError
+from chatbot.core.errors import AdapterNotFoundError, ModelNotFoundError, RagtuneError
 from chatbot.llm import tokens
+from chatbot.llm.base import ChatModel
 from chatbot.rag.prompts import chat_dicts, special_tokens
 
 if TYPE_CHECKING:
@@ -46,11 +46,9 @@ DEFAULT_CONTEXT_WINDOW = 4096  # when neither RAG_LLM_CONTEXT_WINDOW nor the ser
 RETRIES = 2  # on connection errors, 408, 409, 429 and 5xx (the openai client's rule), within one deadline
 BACKOFF = (0.5, 8.0)  # seconds before the first retry, doubling up to the second (unless Retry-After says)
 T = TypeVar("T")
-_OPTIONS = ("adapter", "max_new_tokens", "repetition_penalty", "temperature")
-_IGNORED = ("stream",)
 
 
-class RemoteChatModel(BaseChatModel):
+class RemoteChatModel(ChatModel):
     """A served model as a LangChain chat model; per call: `adapter` (a served adapter name, None = base),
     `max_new_tokens`, `temperature`, `repetition_penalty` and `stop`."""
 
@@ -61,13 +59,8 @@ class RemoteChatModel(BaseChatModel):
     tokenizer: Any = Field(default_factory=tokens.EstimateTokenizer, exclude=True, repr=False)
     token_count: str = "estimate"  # how count_tokens counts: "tokenizer" or "estimate"
     context_window: int = Field(default=DEFAULT_CONTEXT_WINDOW, ge=1)
-    max_new_tokens: int = Field(default=256, ge=1)
-    temperature: float = Field(default=0.0, ge=0.0)
-    repetition_penalty: float = Field(default=1.0, gt=0.0)
     timeout: float = 60.0  # seconds until the answer starts, retries included (RAG_LLM_TIMEOUT)
     retries: int = Field(default=RETRIES, ge=0)
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     @property
     def _llm_type(self) -> str:
@@ -85,10 +78,6 @@ class RemoteChatModel(BaseChatModel):
         """How many tokens the prompt takes, by the model's tokenizer or by estimate (see `token_count`)."""
         return tokens.count_tokens(self.tokenizer, messages)
 
-    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence | None = None) -> int:
-        """LangChain's name for `count_tokens`."""
-        return self.count_tokens(messages)
-
     def answer_loss(self, messages: list[dict[str, str]], answer: str, *, adapter: str | None = None) -> float:
         """Not available: a server returns text, not the losses a probe compares."""
         raise RagtuneError(
@@ -96,6 +85,18 @@ class RemoteChatModel(BaseChatModel):
             "not the answer loss a probe measures. Probe the adapter on a local model instead (unset "
             "RAG_LLM_BASE_URL, or set RAG_LOCAL_LLM=1 to load the local model next to the server)."
         )
+
+    def adapter_names(self) -> list[str]:
+        """The adapters the server serves on this base model."""
+        return self.served_adapters
+
+    def identity(self) -> dict[str, Any]:
+        """The server, and the weights it says it serves under the base model's name."""
+        return {"served_by": self.base_url, "root": self.served_root(self.model_name)}
+
+    def served_root(self, name: str) -> str | None:
+        """The weights the server lists behind a served name (vLLM's `root`: a model folder or id, a LoRA's path)."""
+        return next((card.get("root") for card in self.served if card.get("id") == name), None)
 
     @property
     def served_adapters(self) -> list[str]:
@@ -106,15 +107,6 @@ class RemoteChatModel(BaseChatModel):
         """The names the server's /v1/models lists now (base models and adapters)."""
         return [card["id"] for card in list_models(self.client.root_client, self.base_url, self.timeout, self.retries)]
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return generate_from_stream(self._stream(messages, stop=stop, run_manager=run_manager, **kwargs))
-
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -124,12 +116,12 @@ class RemoteChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         import openai  # loaded already by the client
 
-        options = self._options(kwargs)
-        adapter = options["adapter"]
+        options = self.call_options(kwargs)
+        adapter = None if options.adapter == self.model_name else options.adapter  # the base model by name
         model = adapter or self.model_name
-        request = {"model": model, "max_tokens": options["max_new_tokens"], "temperature": options["temperature"]}
-        if options["repetition_penalty"] != 1.0:  # not OpenAI's API: vLLM reads it from the body
-            request["extra_body"] = {"repetition_penalty": options["repetition_penalty"]}
+        request = {"model": model, "max_tokens": options.max_new_tokens, "temperature": options.temperature}
+        if options.repetition_penalty != 1.0:  # not OpenAI's API: vLLM reads it from the body
+            request["extra_body"] = {"repetition_penalty": options.repetition_penalty}
         # The server's tokenizer would read "<|im_end|>" in a message as the token: only its template may add one.
         chat = chat_dicts(messages, special_tokens=special_tokens(self.tokenizer))
         stops = [s for s in stop or () if s] or None
@@ -163,27 +155,6 @@ class RemoteChatModel(BaseChatModel):
             stream.close()  # closes the HTTP response: vLLM aborts a request whose client has gone
         metadata = {"model_name": model, "adapter": adapter, "token_count": self.token_count}
         yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=metadata))
-
-    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(kwargs) - {*_OPTIONS, *_IGNORED})
-        if unknown:
-            raise InvalidOptionError(
-                f"Unknown option {', '.join(map(repr, unknown))} for {type(self).__name__}: "
-                f"use {', '.join(_OPTIONS)} or stop."
-            )
-        options = {name: kwargs.get(name, getattr(self, name, None)) for name in _OPTIONS}
-        if options["adapter"] == self.model_name:
-            options["adapter"] = None  # the base model by name: no adapter
-        for name, low, allowed in (
-            ("max_new_tokens", 1, "a whole number >= 1"),
-            ("temperature", 0, "0 (greedy) or more"),
-            ("repetition_penalty", 1e-6, "more than 0 (1 = off)"),
-        ):
-            value = options[name]
-            kinds = int if name == "max_new_tokens" else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kinds) or value < low:
-                raise InvalidOptionError(f"{name}={value!r} is not allowed: use {allowed}.")
-        return options
 
     def _error(self, error: Exception, *, model: str, adapter: str | None, tries: int = 1) -> RagtuneError:
         import openai
