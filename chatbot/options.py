@@ -15,7 +15,7 @@ from typing import Any
 from chatbot.core.config import TOP_K_RANGE
 from chatbot.core.errors import InvalidOptionError
 from chatbot.rag.prompts import Strategy, parse_strategy
-from chatbot.rag.retrieval import RetrievalMode
+from chatbot.rag.retrieval import RetrievalMode, parse_mode
 
 
 @dataclass(frozen=True)
@@ -69,15 +69,6 @@ class AnswerOptions:
     def from_json(cls, data: dict[str, Any]) -> AnswerOptions:
         """Options from `to_json()`'s object (the label is derived, so it is ignored)."""
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
-
-
-def parse_mode(value: str | RetrievalMode) -> RetrievalMode:
-    """A retrieval mode from its name; a clear error for anything else."""
-    try:
-        return RetrievalMode(value)
-    except ValueError:
-        choices = ", ".join(mode.value for mode in RetrievalMode)
-        raise InvalidOptionError(f"Unknown retrieval mode {value!r}: choose one of {choices}.") from None
 
 
 def grid(

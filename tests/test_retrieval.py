@@ -186,9 +186,9 @@ def test_a_missing_or_empty_collection_says_to_run_rag_ingest(store, embeddings)
 
 
 def test_an_unknown_mode_names_the_value_and_the_choices(retriever):
-    with pytest.raises(InvalidOptionError, match=r"'bm25' is not one of: dense, hybrid"):
+    with pytest.raises(InvalidOptionError, match=r"Unknown retrieval mode 'bm25': choose one of dense, hybrid"):
         retriever.retrieve("refunds", mode="bm25")
-    with pytest.raises(InvalidOptionError, match=r"'sparse' is not one of: dense, hybrid"):
+    with pytest.raises(InvalidOptionError, match=r"Unknown retrieval mode 'sparse': choose one of dense, hybrid"):
         Retriever(retriever.store, retriever.embeddings, mode="sparse")
     with pytest.raises(InvalidOptionError, match="k=0"):
         retriever.retrieve("refunds", k=0)

@@ -4,6 +4,13 @@ Every message says what was found and what to do about it; the CLIs and the
 pages show the message alone, never a traceback.
 """
 
+from __future__ import annotations
+
+from enum import Enum
+from typing import TypeVar
+
+E = TypeVar("E", bound=Enum)
+
 
 class RagtuneError(Exception):
     """Base class: a problem the user can fix (bad setting, missing model, ...)."""
@@ -65,3 +72,12 @@ def first_line(error: BaseException) -> str:
     """The first line of an error's message (transformers' errors run to pages)."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def parse_choice(choices: type[E], value: str | E, what: str) -> E:
+    """The member of the enum `choices` named by `value`, or an error naming `what` it is and the choices."""
+    try:
+        return choices(value)
+    except ValueError:
+        names = ", ".join(choice.value for choice in choices)
+        raise InvalidOptionError(f"Unknown {what} {value!r}: choose one of {names}.") from None

@@ -32,7 +32,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
-from chatbot.core.errors import InvalidOptionError
+from chatbot.core.errors import parse_choice
 from chatbot.core.text import heading_path
 
 PROMPTS_DIR = Path(__file__).with_name("templates")
@@ -66,11 +66,7 @@ class Strategy(StrEnum):
 
 def parse_strategy(value: str | Strategy) -> Strategy:
     """A strategy from its name; a clear error for anything else."""
-    try:
-        return Strategy(value)
-    except ValueError:
-        choices = ", ".join(s.value for s in Strategy)
-        raise InvalidOptionError(f"Unknown prompt strategy {value!r}: choose one of {choices}.") from None
+    return parse_choice(Strategy, value, "prompt strategy")
 
 
 @dataclass(frozen=True)

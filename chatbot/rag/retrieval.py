@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from chatbot.core.errors import InvalidOptionError
+from chatbot.core.errors import InvalidOptionError, parse_choice
 from chatbot.rag import sparse
 from chatbot.rag.store import Match, Store
 
@@ -85,11 +85,7 @@ class Hit:
 
 def parse_mode(value: RetrievalMode | str) -> RetrievalMode:
     """The mode named by `value`, or an error naming the choices."""
-    try:
-        return RetrievalMode(value)
-    except ValueError:
-        choices = ", ".join(mode.value for mode in RetrievalMode)
-        raise InvalidOptionError(f"Retrieval mode {value!r} is not one of: {choices}.") from None
+    return parse_choice(RetrievalMode, value, "retrieval mode")
 
 
 class Retriever:
