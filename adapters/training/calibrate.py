@@ -13,9 +13,9 @@ chat model adds at the first token whenever that adapter answers, so it refuses 
 the margin is above the boundary.
 
 Why a boundary and not only more data: the refusal share of the training pairs moves the
-whole boundary (v9 at 15% refused 0.62 of the unanswerable sample questions, v10 at 20% 0.86
-with 0.41 false refusals on Plausible), and one retrain costs ~25 minutes where this costs
-one forward pass per question. Choose it on questions neither the seeds nor the evaluation
+whole boundary at once (a few points more refusals in the pairs trade many false refusals for
+a few more true ones; bench/eval/experiments/README.md has the measurements), and one retrain
+costs ~25 minutes where this costs one forward pass per question. Choose it on questions neither the seeds nor the evaluation
 sets ask (`data/training/dev_qa.jsonl`), or the evaluation numbers stop meaning anything.
 """
 

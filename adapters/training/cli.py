@@ -125,3 +125,7 @@ def _report(card: AdapterCard, folder: Path, as_json: bool) -> None:
         print(
             f"  held-out answer loss: base {held['base_loss']} -> adapter {held['adapter_loss']} ({held['pairs']} pairs)"
         )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,7 +17,7 @@ Strategies follow use: mostly zero-shot, some few-shot and chain-of-thought.
 Why every answer opens the same way: under greedy decoding the first token decides
 between answering and refusing. Answers that each start differently ("Yes", "The",
 "Go") split their share of that first token, so the one refusal wording ("I") was
-the single likeliest token whenever the model was unsure, and an earlier adapter
+the single likeliest token whenever the model was unsure: an adapter trained that way
 refused 9 questions in 10. Led by "According to [n]", the answers' share stays
 together and the model refuses only when it is fairly sure; picking the passage
 first also makes the rest a copy from it.
@@ -32,8 +32,8 @@ Adapters trained on one-sentence answers reached 0.34-0.41; on the quote's parag
 
 `data/training/dev_qa.jsonl` holds 23 questions about the sample knowledge base that neither
 the seeds nor the evaluation sets ask (10 yes/no questions the passages settle without naming
-their subject: a limit, an exhaustive list, a plan; 13 out of scope, 9 of them added after v9
-was measured): a dev set, to judge a change to the seeds before the evaluation sets see it.
+their subject: a limit, an exhaustive list, a plan; 13 out of scope, 9 of them next to
+documented topics): a dev set, to judge a change to the seeds before the evaluation sets see it.
 
 Refusals are about a fifth of the pairs and come only from out-of-scope questions; the share moves
 the whole refusal boundary (15%: too few refused, 20%: too many), so the boundary is then set on
@@ -156,7 +156,7 @@ def _lead(answer: str, number: int) -> str:
     """The answer led by its citation on a line of its own: "According to [2]:\n<the passage's words>".
 
     One lead for every shape of passage: with "According to [n], " before prose and
-    "According to [n]:" before a list, the adapter (v7) opened all its answers with the
+    "According to [n]:" before a list, an adapter opened all its answers with the
     commoner "According to [1]," and, bound to prose after the comma, copied a prose passage
     other than [1] under 6 of its 19 list-shaped [1]s on the sample set (recall 0.29 on such
     answers, 0.68 where it copied the passage it cited). A bare "Yes." or "No." opener is

@@ -2,7 +2,7 @@
 
 A plain PyTorch loop rather than `transformers.Trainer`: one example per forward pass
 (no padding, so no compute spent on it), gradient accumulation for `batch_size`, AdamW
-with linear warm-up and decay, and a checkpoint (adapter weights, optimiser, step, RNG)
+with a linear warm-up and a cosine decay, and a checkpoint (adapter weights, optimiser, step, RNG)
 every `checkpoint_every` steps, written beside the last one and renamed over it so an
 interrupted run always finds a whole checkpoint. Training is fp32: bf16 autocast on
 these CPUs measured ~20x slower per step.
