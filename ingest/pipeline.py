@@ -5,6 +5,8 @@ from, joined with its `source`), so `a/guide.md` and `b/guide.md` are two files,
 while hits still name it by `source`, relative to the folder given. The manifest
 maps each file to its content hash, `source`, root, chunk count, and whether the
 root was given as a folder (`folder`; a single file records its parent as root).
+A file reached through two folders, one inside the other, is still one file,
+named as the last run that wrote it named it (its `source` changed: rewritten).
 
 Files are embedded and stored in file order, a window of a few files at a time
 (sorted by length inside the window, so batches pad little), and each file is
@@ -17,7 +19,7 @@ new ones beside them), or unlisted; the next run rewrites stale and unlisted
 files and deletes each one's chunks it did not write, and point ids are
 deterministic (file, chunk index, content hash), so any number of re-runs ends
 with exactly one copy of each chunk, and a re-run after a kill embeds only the
-files not yet listed.
+files it had not finished.
 
 A file leaves the collection (reported under `removed`) when a folder it was
 ingested from is given again and the file is gone from it or no longer
@@ -28,7 +30,8 @@ a drive that is not mounted, loses (until re-ingested) the files this one cannot
 see. A dry run reports all of this and changes nothing.
 
 The embedding model is loaded only when something needs embedding, so an
-unchanged re-ingest costs a hash of each file and one read of the manifest.
+unchanged re-ingest costs a hash of each file, a look at each listed path, and
+two reads of the store (manifest, and which files have chunks).
 """
 
 from __future__ import annotations
