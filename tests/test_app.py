@@ -349,6 +349,7 @@ def test_the_folder_select_offers_folders_ingested_as_folders_only(engine, kb_di
     table = app.dataframe[0].value
     assert sorted(table["source"]) == ["guide.md", "notes.md", *sorted(PAGES)]
     assert table["chunks"].tolist() == [1] * 5
+    assert table["folder"].tolist()[:2] == [str((home / "docs").resolve()), str(home.resolve())]
 
 
 def test_uploads_are_checked_on_the_server(engine, kb_dir):

@@ -35,9 +35,9 @@ st.caption(f"Collection `{stats['collection']}` · embedded with {stats['embeddi
 manifest = engine.store.manifest()
 if stats["sources"]:
     with st.expander(f"Sources ({len(stats['sources'])})", icon=":material/description:"):
-        rows = sorted(
-            ({"source": e["source"], "chunks": e["chunks"]} for e in manifest.values()), key=lambda row: row["source"]
-        )
+        # Two folders may each hold a guide.md: the folder tells them apart.
+        rows = [{"source": e["source"], "folder": e["root"], "chunks": e["chunks"]} for e in manifest.values()]
+        rows.sort(key=lambda row: (row["source"], row["folder"]))
         st.dataframe(rows, hide_index=True, width="stretch")
 
 
