@@ -1,12 +1,37 @@
 """load -> split -> embed -> upsert, incrementally: only added or changed files are embedded.
 
-Each file's content hash is kept in the collection's manifest, which is written
-only after all of that file's chunks are stored. A run killed at any point leaves
-files either complete and listed, or unlisted; unlisted files are deleted and
-rewritten by the next run, and point ids are deterministic (source, chunk index,
-content hash), so any number of re-runs ends with exactly one copy of each chunk.
+A file is known by its path (`chatbot.rag.store.file_key`: the folder it was ingested
+from, joined with its `source`), so `a/guide.md` and `b/guide.md` are two files,
+while hits still name it by `source`, relative to the folder given. The manifest
+maps each file to its content hash, `source`, root, chunk count, and whether the
+root was given as a folder (`folder`; a single file records its parent as root).
+A file reached through two folders, one inside the other, is still one file,
+named as the last run that wrote it named it (its `source` changed: rewritten).
+
+Files are embedded and stored in file order, a window of a few files at a time
+(sorted by length inside the window, so batches pad little), and each file is
+listed in the manifest as soon as its window is stored. A changed file is
+swapped, never emptied: it stays listed, marked `stale`, with its old chunks
+searchable while the new ones are embedded and stored; then the chunks its old
+version left are deleted and it is listed anew. A run killed at any point thus
+leaves every file complete and listed, listed as stale (old chunks complete, some
+new ones beside them), or unlisted; the next run rewrites stale and unlisted
+files and deletes each one's chunks it did not write, and point ids are
+deterministic (file, chunk index, content hash), so any number of re-runs ends
+with exactly one copy of each chunk, and a re-run after a kill embeds only the
+files it had not finished.
+
+A file leaves the collection (reported under `removed`) when a folder it was
+ingested from is given again and the file is gone from it or no longer
+qualifies (hidden, unsupported), or, at any run, when its path no longer exists:
+so `mv a a2; rag-ingest a2` leaves no chunks of `a` behind. The check is on this
+machine's disk: a collection on a server ingested from several machines, or from
+a drive that is not mounted, loses (until re-ingested) the files this one cannot
+see. A dry run reports all of this and changes nothing.
+
 The embedding model is loaded only when something needs embedding, so an
-unchanged re-ingest costs a hash of each file and one read of the manifest.
+unchanged re-ingest costs a hash of each file, a look at each listed path, and
+two reads of the store (manifest, and which files have chunks).
 """
 
 from __future__ import annotations
@@ -14,8 +39,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +49,7 @@ from chatbot.core.config import Settings
 from chatbot.core.errors import LoadError
 from chatbot.llm.loading import embed_model_name, embed_token_counter, load_embeddings
 from chatbot.rag import sparse
-from chatbot.rag.store import ChunkPoint, Store
+from chatbot.rag.store import FILE, ChunkPoint, Store, file_key
 from ingest.loaders import SUPPORTED_SUFFIXES, load_file
 from ingest.split import ChunkerSettings, TokenCounter, embed_text, split_documents
 
@@ -35,6 +59,7 @@ if TYPE_CHECKING:
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 BATCH_SIZE = 64
+WINDOW_BATCHES = 4  # files are embedded in groups of about this many batches, sorted by length within a group
 SPARSE_VERSION = "tf-idf-1"
 _POINT_NAMESPACE = uuid.UUID("6f1c3b52-9d1e-4a55-9f7a-2b0c5e8d7a10")
 
@@ -48,6 +73,20 @@ class SourceFile:
     path: Path
     source: str
     root: str
+
+    @property
+    def key(self) -> str:
+        """The file's identity in the manifest and on its points."""
+        return file_key(self.root, self.source)
+
+
+@dataclass(frozen=True)
+class FileChunks:
+    """A file being written: its manifest entry (hash, source, root...) and its chunks."""
+
+    key: str
+    entry: dict[str, Any]
+    chunks: list[Document]
 
 
 @dataclass
@@ -131,29 +170,37 @@ def run_ingest(
         store.check_fingerprint({**expected, "dim": stored_fingerprint.get("dim")})
     elif store.exists() and not recreate:
         store.check_fingerprint(expected)  # a collection rag-ingest did not make: refuse it
+    if not (dry_run or recreate):
+        store.upgrade()  # a collection of the old format: give its points their file key before anything else
     manifest = {} if recreate else store.manifest()
 
     hashes: dict[str, str] = {}
     to_write: list[SourceFile] = []
+    refreshed: dict[str, dict[str, Any]] = {}
     for done, item in enumerate(files, 1):
         progress("hash", done, len(files))
+        if item.key in hashes:
+            continue  # given twice (a folder and a file in it)
         try:
-            hashes[item.source] = _file_hash(item.path, max_file_bytes)
+            hashes[item.key] = _file_hash(item.path, max_file_bytes)
         except LoadError as error:
             report.failed.append({"path": item.source, "error": str(error)})
             continue
-        if manifest.get(item.source, {}).get("hash") == hashes[item.source]:
+        entry = manifest.get(item.key, {})
+        if _current(entry, item, hashes[item.key]):
             report.unchanged.append(item.source)
+            if item.root in scopes and not entry.get("folder"):
+                refreshed[item.key] = {**entry, "folder": True}  # its folder is now known to be one
         else:
             to_write.append(item)
 
-    present = {item.source for item in files}
-    report.removed = sorted(s for s, entry in manifest.items() if entry.get("root") in scopes and s not in present)
-    if not recreate:
-        # Chunks no manifest entry accounts for: left by a run that was killed before listing them.
-        pending = {item.source for item in to_write}
-        report.removed = sorted({*report.removed, *(set(store.stored_sources()) - set(manifest) - pending)})
-    documents: list[Document] = []
+    present = {item.key for item in files}
+    removed = {
+        key
+        for key, entry in manifest.items()
+        if (entry.get("root") in scopes and key not in present) or not Path(key).is_file()
+    }
+    loaded_files: list[tuple[SourceFile, list[Document]]] = []
     for done, item in enumerate(to_write, 1):
         progress("load", done, len(to_write))
         try:
@@ -161,17 +208,24 @@ def run_ingest(
         except LoadError as error:
             report.failed.append({"path": item.source, "error": str(error)})
             continue
-        (report.changed if item.source in manifest else report.added).append(item.source)
-        documents.extend(loaded)
-    chunks = split_documents(documents, count_tokens, chunker)
-    report.chunks = len(chunks)
+        (report.changed if item.key in manifest else report.added).append(item.source)
+        loaded_files.append((item, loaded))
+    writing = [
+        _file_chunks(item, manifest.get(item.key, {}), hashes[item.key], scopes, loaded, count_tokens, chunker)
+        for item, loaded in loaded_files
+    ]
+    report.chunks = sum(len(file.chunks) for file in writing)
 
+    stored = {} if recreate else store.stored_files()
+    # Chunks no manifest entry accounts for, and no file of this run will replace: left by a killed run.
+    removed |= set(stored) - set(manifest) - {file.key for file in writing}
+    report.removed = sorted(_shown(key, scopes) for key in removed)
     if not dry_run:
         if recreate and store.exists():
             store.drop()
-        writing = {item.source: item for item in to_write if item.source in {*report.added, *report.changed}}
-        if writing or report.removed:
-            _write(store, manifest, writing, hashes, report.removed, chunks, load_embeddings, expected, progress)
+        if writing or removed or refreshed:
+            changes = Changes(writing, removed, refreshed, set(stored))
+            _write(store, manifest, changes, load_embeddings, expected, progress)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -192,66 +246,128 @@ def ingest_paths(
     )
 
 
+@dataclass(frozen=True)
+class Changes:
+    """What a run writes: files to (re)write, files to remove, entries to update, files with chunks stored."""
+
+    writing: list[FileChunks]
+    removed: set[str]
+    refreshed: dict[str, dict[str, Any]]
+    stored: set[str]
+
+
+def _current(entry: dict[str, Any], item: SourceFile, file_hash: str) -> bool:
+    """Whether the listed chunks are this version's, named as this run names the file (and not mid-swap)."""
+    return entry.get("hash") == file_hash and entry.get("source") == item.source and not entry.get("stale")
+
+
+def _file_chunks(
+    item: SourceFile,
+    old: dict[str, Any],
+    file_hash: str,
+    scopes: set[str],
+    loaded: list[Document],
+    count_tokens: TokenCounter,
+    chunker: ChunkerSettings,
+) -> FileChunks:
+    chunks = split_documents(loaded, count_tokens, chunker)
+    # A root once ingested as a folder stays one when a single file of it is ingested.
+    folder = item.root in scopes or (old.get("root") == item.root and bool(old.get("folder")))
+    entry = {"source": item.source, "root": item.root, "folder": folder, "hash": file_hash, "chunks": len(chunks)}
+    return FileChunks(item.key, entry, chunks)
+
+
+def _shown(key: str, scopes: set[str]) -> str:
+    """How a removed file is named: relative to a folder given to this run, else by its whole path."""
+    inside = (Path(key).relative_to(root).as_posix() for root in scopes if Path(key).is_relative_to(root))
+    return min(inside, key=len, default=key)
+
+
 def _write(
     store: Store,
     manifest: dict[str, dict[str, Any]],
-    writing: dict[str, SourceFile],
-    hashes: dict[str, str],
-    removed: list[str],
-    chunks: list[Document],
+    changes: Changes,
     load_embeddings: Callable[[], Embeddings],
     expected: dict[str, Any],
     progress: Progress,
 ) -> None:
-    embeddings = load_embeddings() if chunks else None
+    total = sum(len(file.chunks) for file in changes.writing)
+    embeddings = load_embeddings() if total else None
     if embeddings is not None and not store.exists():
         store.create({**expected, "dim": len(embeddings.embed_query("dimension probe"))})
     if not store.exists():
         return
-    # Unlist before deleting: a file is listed only while all of its chunks are stored.
-    for source in [*removed, *writing]:
-        manifest.pop(source, None)
+    # Unlist before deleting: a file is listed only while all of its chunks are stored. A file about to
+    # be replaced stays listed, and searchable, until its new chunks are stored; marking it stale makes
+    # the next run finish a swap this one was killed in, even if the file has been put back as it was.
+    for key in changes.removed:
+        manifest.pop(key, None)
+    manifest.update(changes.refreshed)
+    for file in changes.writing:
+        if file.key in manifest:
+            manifest[file.key] = {**manifest[file.key], "stale": True}
     store.save_manifest(manifest)
-    store.delete_sources({*removed, *writing})
+    store.delete_files(changes.removed)
 
-    totals = Counter(chunk.metadata["source"] for chunk in chunks)
-    remaining = totals.copy()
-    # Batches of similar length pad least (sentence-transformers does the same within a call);
-    # a file is listed once its last chunk is stored, whatever order they go in.
-    chunks = sorted(chunks, key=lambda chunk: len(embed_text(chunk)))
+    done = 0
     # Writes run on one background thread while the next batch embeds (torch frees the GIL);
     # waiting for each write before queueing the next keeps them in order.
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending = None
-        for start in range(0, len(chunks), BATCH_SIZE):
-            batch = chunks[start : start + BATCH_SIZE]
-            texts = [embed_text(chunk) for chunk in batch]
-            vectors = embeddings.embed_documents(texts)
-            points = [
-                _point(chunk, text, vector, hashes) for chunk, text, vector in zip(batch, texts, vectors, strict=True)
-            ]
-            remaining.subtract(chunk.metadata["source"] for chunk in batch)
-            for source in {chunk.metadata["source"] for chunk in batch if remaining[chunk.metadata["source"]] == 0}:
-                manifest[source] = {"hash": hashes[source], "root": writing[source].root, "chunks": totals[source]}
-            if pending is not None:
-                pending.result()
-            pending = writer.submit(_store_batch, store, points, dict(manifest))
-            progress("embed", start + len(batch), len(chunks))
+        for window in _windows(changes.writing):
+            # Batches of similar length pad least (sentence-transformers does the same within a call).
+            chunks = sorted(((f, c) for f in window for c in f.chunks), key=lambda item: len(embed_text(item[1])))
+            batches = [chunks[start : start + BATCH_SIZE] for start in range(0, len(chunks), BATCH_SIZE)] or [[]]
+            for number, batch in enumerate(batches, 1):
+                texts = [embed_text(chunk) for _, chunk in batch]
+                vectors = embeddings.embed_documents(texts) if texts else []
+                points = [_point(f, c, t, v) for (f, c), t, v in zip(batch, texts, vectors, strict=True)]
+                finished = window if number == len(batches) else []
+                for file in finished:
+                    manifest[file.key] = file.entry
+                swaps = [(f.key, {_point_id(f.key, c) for c in f.chunks}) for f in finished if f.key in changes.stored]
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(_store_batch, store, points, swaps, dict(manifest) if finished else None)
+                done += len(batch)
+                progress("embed", done, total)
         if pending is not None:
             pending.result()
 
 
-def _store_batch(store: Store, points: list[ChunkPoint], manifest: dict[str, dict[str, Any]]) -> None:
-    # Points first, then the manifest that lists the files they complete.
+def _windows(files: list[FileChunks]) -> Iterator[list[FileChunks]]:
+    """Consecutive files, grouped until a group fills `WINDOW_BATCHES` batches (a bigger file is a group alone)."""
+    window, size = [], 0
+    for file in files:
+        window.append(file)
+        size += len(file.chunks)
+        if size >= WINDOW_BATCHES * BATCH_SIZE:
+            yield window
+            window, size = [], 0
+    if window:
+        yield window
+
+
+def _store_batch(
+    store: Store, points: list[ChunkPoint], swaps: list[tuple[str, set[str]]], manifest: dict[str, Any] | None
+) -> None:
+    # Points first, then what the files' old versions left, then the manifest that lists the files anew.
     store.upsert(points)
-    store.save_manifest(manifest)
+    for key, ids in swaps:
+        store.delete_stale(key, ids)
+    if manifest is not None:
+        store.save_manifest(manifest)
 
 
-def _point(chunk: Document, text: str, vector: list[float], hashes: dict[str, str]) -> ChunkPoint:
-    meta = chunk.metadata
-    key = f"{meta['source']}\x00{meta['chunk_index']}\x00{meta['content_hash']}"
-    payload = {**meta, "text": chunk.page_content, "source_hash": hashes[meta["source"]]}
-    return ChunkPoint(str(uuid.uuid5(_POINT_NAMESPACE, key)), vector, sparse.document_vector(text), payload)
+def _point(file: FileChunks, chunk: Document, text: str, vector: list[float]) -> ChunkPoint:
+    payload = {**chunk.metadata, "text": chunk.page_content, "source_hash": file.entry["hash"], FILE: file.key}
+    return ChunkPoint(_point_id(file.key, chunk), vector, sparse.document_vector(text), payload)
+
+
+def _point_id(key: str, chunk: Document) -> str:
+    return str(
+        uuid.uuid5(_POINT_NAMESPACE, f"{key}\x00{chunk.metadata['chunk_index']}\x00{chunk.metadata['content_hash']}")
+    )
 
 
 def _file_hash(path: Path, max_file_bytes: int) -> str:

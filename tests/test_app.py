@@ -465,6 +465,24 @@ def test_the_knowledge_base_page_shows_what_is_stored(engine, kb_dir):
     assert "all-MiniLM-L6-v2" in app.caption[0].value
 
 
+def test_the_folder_select_offers_folders_ingested_as_folders_only(engine, kb_dir, tmp_path):
+    home = tmp_path / "home"
+    (home / "docs").mkdir(parents=True)
+    (home / "notes.md").write_text("# Notes\n\nA loose page kept at home.\n")
+    (home / "docs" / "guide.md").write_text("# Guide\n\nA page in a folder.\n")
+    for path in (home / "notes.md", home / "docs"):
+        ingest_paths([path], Settings(), store=engine.store, embeddings=FakeEmbeddings())
+
+    app = AppTest.from_file(KB, default_timeout=30).run()
+
+    assert not app.exception
+    assert app.selectbox[0].options == [str(kb_dir.resolve()), str((home / "docs").resolve())]
+    table = app.dataframe[0].value
+    assert sorted(table["source"]) == ["guide.md", "notes.md", *sorted(PAGES)]
+    assert table["chunks"].tolist() == [1] * 5
+    assert table["folder"].tolist()[:2] == [str((home / "docs").resolve()), str(home.resolve())]
+
+
 def test_uploads_are_checked_on_the_server(engine, kb_dir):
     app = AppTest.from_file(KB, default_timeout=30).run()
     app.file_uploader[0].set_value(

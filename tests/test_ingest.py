@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeEmbeddings, count_words
-from qdrant_client import QdrantClient
+from qdrant_client import QdrantClient, models
 
 from chatbot.core.config import Settings
 from chatbot.core.errors import FingerprintMismatchError, StoreLockedError
-from chatbot.rag.store import Store, open_client
+from chatbot.rag.store import FORMAT_KEY, MANIFEST_KEY, Store, open_client
 from ingest import pipeline
 from ingest.pipeline import run_ingest
 from ingest.split import ChunkerSettings
@@ -49,6 +49,11 @@ def points(store: Store) -> dict[str, dict]:
     return {str(record.id): record.payload for record in records}
 
 
+def listed(store: Store) -> set[str]:
+    """The sources the manifest lists (its keys are the files' paths)."""
+    return {entry["source"] for entry in store.manifest().values()}
+
+
 @pytest.fixture
 def store():
     store = Store(QdrantClient(location=":memory:"), "kb")
@@ -66,7 +71,7 @@ def test_first_ingest_stores_every_chunk_with_its_metadata(tmp_path, store):
     assert ("billing.md", "Refunds") in sections
     assert ("setup/install.md", "Windows") in sections
     assert {p["title"] for p in stored.values()} == {"Billing", "Install", "Notes"}
-    assert set(store.manifest()) == set(PAGES)
+    assert listed(store) == set(PAGES)
     by_source = {}
     for payload in stored.values():
         by_source.setdefault(payload["source"], []).append(payload["chunk_index"])
@@ -114,7 +119,7 @@ def test_deleting_a_file_removes_its_chunks(tmp_path, store):
 
     assert report.removed == ["setup/install.md"]
     assert {p["source"] for p in points(store).values()} == {"billing.md", "notes.txt"}
-    assert "setup/install.md" not in store.manifest()
+    assert "setup/install.md" not in listed(store)
 
 
 def test_ingesting_another_folder_keeps_the_first(tmp_path, store):
@@ -193,7 +198,7 @@ def test_an_ingest_killed_between_batches_ends_exact_after_a_rerun(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         ingest(root, store, FakeEmbeddings(fail_on_call=3))
     partial = points(store)
-    assert len(partial) > 0 and set(store.manifest()) < set(PAGES)
+    assert len(partial) > 0 and listed(store) < set(PAGES)
     store.close()
 
     store = Store.open(settings)  # a fresh process: the folder is all that is left
@@ -203,7 +208,7 @@ def test_an_ingest_killed_between_batches_ends_exact_after_a_rerun(tmp_path, mon
 
     assert points(store).keys() == points(expected).keys()
     assert store.count() == expected.count()
-    assert set(store.manifest()) == set(PAGES)
+    assert listed(store) == set(PAGES)
     store.close()
 
 
@@ -212,14 +217,164 @@ def test_chunks_of_a_killed_run_whose_file_was_then_deleted_are_removed(tmp_path
     root = write_tree(tmp_path / "kb", PAGES)
     with pytest.raises(KeyboardInterrupt):
         ingest(root, store, FakeEmbeddings(fail_on_call=3))
-    unlisted = sorted(set(store.stored_sources()) - set(store.manifest()))
+    unlisted = sorted(set(store.stored_sources()) - listed(store))
     assert unlisted  # some file had chunks stored but was not complete
     (root / unlisted[0]).unlink()
 
     report = ingest(root, store)
 
     assert unlisted[0] in report.removed
-    assert set(store.stored_sources()) == set(store.manifest()) == set(PAGES) - {unlisted[0]}
+    assert set(store.stored_sources()) == listed(store) == set(PAGES) - {unlisted[0]}
+
+
+def test_the_same_file_name_in_two_folders_is_two_files(tmp_path, store):
+    first = write_tree(tmp_path / "a", {"guide.md": "# Guide\n\nAlpha folder setup steps.\n"})
+    second = write_tree(tmp_path / "b", {"guide.md": "# Guide\n\nBeta folder billing steps.\n"})
+    ingest(first, store)
+
+    report = ingest(second, store)
+
+    assert (report.added, report.removed) == (["guide.md"], [])
+    texts = {p["text"]: p["source"] for p in points(store).values()}
+    assert texts == {"Alpha folder setup steps.": "guide.md", "Beta folder billing steps.": "guide.md"}
+    assert set(store.manifest()) == {(first / "guide.md").as_posix(), (second / "guide.md").as_posix()}
+
+    (first / "guide.md").write_text("# Guide\n\nAlpha folder, edited.\n")
+    assert ingest(first, store).changed == ["guide.md"]
+    assert sorted(p["text"] for p in points(store).values()) == ["Alpha folder, edited.", "Beta folder billing steps."]
+
+
+def test_a_moved_folder_leaves_no_chunks_behind(tmp_path, store):
+    root = write_tree(tmp_path / "kb", PAGES)
+    ingest(root, store)
+    single = write_tree(tmp_path / "home", {"notes.md": "# Notes\n\nA loose page.\n"}) / "notes.md"
+    ingest(single, store)  # a file given alone: its folder is its root
+    root.rename(tmp_path / "kb2")
+    single.unlink()
+
+    dry = ingest(tmp_path / "kb2", store, dry_run=True)
+    report = ingest(tmp_path / "kb2", store)
+
+    gone = sorted([(root / name).as_posix() for name in PAGES] + [single.as_posix()])
+    assert dry.removed == report.removed == gone  # outside the folder given: named by their whole path
+    assert sorted(report.added) == sorted(PAGES)
+    assert {p["file"] for p in points(store).values()} == {(tmp_path / "kb2" / name).as_posix() for name in PAGES}
+    assert listed(store) == set(PAGES) and len(store.manifest()) == len(PAGES)
+
+
+def test_the_manifest_records_whether_a_root_was_given_as_a_folder(tmp_path, store):
+    root = write_tree(tmp_path / "kb", PAGES)
+    ingest(root / "notes.txt", store)
+    assert [(e["root"], e["folder"]) for e in store.manifest().values()] == [(str(root), False)]
+
+    ingest(root, store)
+    assert {(e["root"], e["folder"]) for e in store.manifest().values()} == {(str(root), True)}
+
+
+def make_old_format(store: Store) -> None:
+    """Turn a collection into what rag-ingest wrote before files had their own key."""
+    legacy = {
+        e["source"]: {"hash": e["hash"], "root": e["root"], "chunks": e["chunks"]} for e in store.manifest().values()
+    }
+    store.client.delete_payload(store.collection, ["file"], models.Filter(must=[]))
+    store.client.update_collection(store.collection, metadata={MANIFEST_KEY: legacy, FORMAT_KEY: None})
+
+
+def test_a_manifest_in_the_old_format_is_read_and_upgraded(tmp_path, store):
+    root = write_tree(tmp_path / "kb", PAGES)
+    ingest(root, store)
+    make_old_format(store)
+    before = points(store)
+
+    assert set(store.manifest()) == {(root / name).as_posix() for name in PAGES}
+    assert {e["folder"] for e in store.manifest().values()} == {False, True}  # only setup/install.md proves it
+    assert store.stats()["sources"] == sorted(PAGES)
+    dry = ingest(root, store, dry_run=True)
+    assert sorted(dry.unchanged) == sorted(PAGES) and points(store) == before
+
+    (root / "billing.md").write_text("# Billing\n\nInvoices are sent weekly now.\n")
+    other = write_tree(tmp_path / "other", {"notes.txt": "Other notes, about something else.\n"})
+    report = ingest(root, store)
+    ingest(other, store)
+
+    assert report.changed == ["billing.md"] and report.removed == []
+    stored = points(store).values()
+    assert sorted(p["file"] for p in stored) == sorted(p["file"] for p in points(fresh_copy(root, other)).values())
+    assert {e["folder"] for e in store.manifest().values()} == {True}
+
+
+def fresh_copy(*roots: Path) -> Store:
+    fresh = Store(QdrantClient(location=":memory:"), "kb")
+    for root in roots:
+        ingest(root, fresh)
+    return fresh
+
+
+class Watching(FakeEmbeddings):
+    """Fake embeddings that note, at every call, which sources the store holds and lists."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+        self.seen: list[tuple[set[str], set[str]]] = []
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.seen.append((set(self.store.stored_sources()), listed(self.store)))
+        return super().embed_documents(texts)
+
+
+def test_a_changed_file_stays_searchable_while_its_new_version_embeds(tmp_path, store):
+    root = write_tree(tmp_path / "kb", PAGES)
+    ingest(root, store)
+    (root / "billing.md").write_text("# Billing\n\nInvoices are sent weekly now.\n")
+    watching = Watching(store)
+
+    ingest(root, store, watching)
+
+    assert watching.seen and all("billing.md" in stored and "billing.md" in names for stored, names in watching.seen)
+    billing = [p["text"] for p in points(store).values() if p["source"] == "billing.md"]
+    assert billing == ["Invoices are sent weekly now."]
+    assert not any(entry.get("stale") for entry in store.manifest().values())
+
+
+def test_a_swap_killed_half_way_is_finished_even_if_the_file_is_put_back(tmp_path, store, monkeypatch):
+    monkeypatch.setattr(pipeline, "BATCH_SIZE", 2)
+    root = write_tree(tmp_path / "kb", PAGES)
+    ingest(root, store)
+    original = (root / "billing.md").read_text()
+    long = "".join(f"## Part {n}\n\nInvoices, part {n}, say something new.\n\n" for n in range(6))
+    (root / "billing.md").write_text(f"# Billing\n\n{long}")
+    with pytest.raises(KeyboardInterrupt):
+        ingest(root, store, FakeEmbeddings(fail_on_call=3))
+    assert "billing.md" in listed(store)  # still listed (its old chunks are all there), marked stale
+    billing = {p["text"] for p in points(store).values() if p["source"] == "billing.md"}
+    assert "Refunds take 5 days." in billing and any("something new" in text for text in billing)  # side by side
+    (root / "billing.md").write_text(original)
+
+    report = ingest(root, store)
+
+    assert report.changed == ["billing.md"]
+    assert points(store).keys() == points(fresh_copy(root)).keys()
+
+
+def several_files(count: int) -> dict[str, str]:
+    """Files of one short and one long chunk each: sorting all chunks by length would interleave the files."""
+    detail = " ".join(["detail"] * 25)
+    return {f"doc{n:02}.md": f"# Doc {n}\n\nShort {n}.\n\n## More\n\n{detail} {n}.\n" for n in range(count)}
+
+
+def test_a_rerun_after_a_kill_embeds_only_the_files_not_yet_stored(tmp_path, store, monkeypatch):
+    monkeypatch.setattr(pipeline, "BATCH_SIZE", 2)
+    root = write_tree(tmp_path / "kb", several_files(10))
+    with pytest.raises(KeyboardInterrupt):
+        ingest(root, store, FakeEmbeddings(fail_on_call=9))  # killed with 80% of the chunks stored
+    embeddings = FakeEmbeddings()
+
+    report = ingest(root, store, embeddings)
+
+    assert len(report.added) == 2 and len(report.unchanged) == 8
+    assert len(embeddings.embedded) == 4  # the last 20%: two files of two chunks
+    assert points(store).keys() == points(fresh_copy(root)).keys()
 
 
 def test_a_locked_local_store_fails_at_once_with_the_way_out(tmp_path):

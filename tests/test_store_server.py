@@ -23,7 +23,7 @@ from qdrant_client import QdrantClient
 from chatbot.core.config import Settings
 from chatbot.core.errors import CollectionMissingError, StoreError
 from chatbot.rag import store as store_module
-from chatbot.rag.store import ChunkPoint, Store
+from chatbot.rag.store import FORMAT_KEY, MANIFEST_KEY, ChunkPoint, Store
 
 FINGERPRINT = {"embed_model": "fake", "dim": 4, "chunker": {"chunk_tokens": 60, "overlap_tokens": 5}}
 SERVER = Settings.from_env().qdrant_url  # the one place a test looks at the environment: Settings reads it
@@ -71,6 +71,28 @@ def test_the_round_trip_is_the_same_in_memory_and_on_a_server(store):
     assert store.fingerprint() == FINGERPRINT and store.manifest() == {"a.md": {"hash": "x", "root": ".", "chunks": 2}}
     store.delete_sources(["a.md"])
     assert store.count() == 1
+
+
+def test_files_are_replaced_and_removed_by_their_key_and_an_old_collection_is_upgraded(store):
+    store.create(FINGERPRINT)
+    a, b = point(1, "guide.md", [1, 0, 0, 0]), point(2, "guide.md", [0, 1, 0, 0])
+    store.upsert([a, b, point(3, "notes.md", [0, 0, 1, 0]), point(4, "lost.md", [0, 0, 0, 1])])
+    legacy = {
+        "guide.md": {"hash": "x", "root": "/a", "chunks": 2},
+        "notes.md": {"hash": "y", "root": "/a", "chunks": 1},
+    }
+    # What rag-ingest wrote before files had their own key: no format, a manifest keyed by source.
+    store.client.update_collection(store.collection, metadata={MANIFEST_KEY: legacy, FORMAT_KEY: None})
+
+    assert store.manifest()["/a/guide.md"] == {**legacy["guide.md"], "source": "guide.md", "folder": False}
+    assert store.stored_files() == {}  # nothing to count by file until the upgrade
+    store.upgrade()
+
+    assert store.stored_files() == {"/a/guide.md": 2, "/a/notes.md": 1}  # lost.md was never listed: gone
+    assert set(store.manifest()) == {"/a/guide.md", "/a/notes.md"}
+    store.delete_stale("/a/guide.md", {a.id})
+    store.delete_files(["/a/notes.md"])
+    assert store.stored_files() == {"/a/guide.md": 1}
 
 
 class RecordingClient(QdrantClient):

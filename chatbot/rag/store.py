@@ -3,9 +3,16 @@
 A collection holds one point per chunk, with a named dense vector and a named
 sparse (keyword) vector. Its metadata carries two small records: the embedding
 *fingerprint* (model, dimension, chunker settings) that every writer must match,
-and the *manifest* (source -> content hash, root, chunk count) that makes
+and the *manifest* (file -> source, root, content hash, chunk count) that makes
 re-ingestion incremental. Keeping both inside the collection means they travel
 with it to a server and can never disagree with a side file.
+
+A file's identity is its path, the folder it was ingested from joined with its
+`source` (see `file_key`): two folders may both hold a `guide.md`, so `source`
+alone is not unique. Every point carries that identity in its `file` payload
+key, and replacing or removing a file's chunks matches on it. Collections made
+before files had an identity (manifest keyed by `source`, points without
+`file`) read as if upgraded, and `upgrade` rewrites them once, on the next write.
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ from __future__ import annotations
 import atexit
 import warnings
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from qdrant_client import QdrantClient, models
@@ -29,6 +37,9 @@ SPARSE = "sparse"
 MANIFEST_KEY = "ragtune_manifest"
 FINGERPRINT_KEY = "ragtune_fingerprint"
 UPDATED_KEY = "ragtune_updated"
+FORMAT_KEY = "ragtune_format"
+FORMAT = 2  # 1 (no key): manifest keyed by source; 2: keyed by file, points carry FILE
+FILE = "file"
 SERVER_TIMEOUT = 30  # seconds per request to a Qdrant server: room for a waited-for batch upsert on a busy one
 
 
@@ -154,7 +165,7 @@ class Store:
             self.collection,
             vectors_config={DENSE: models.VectorParams(size=fingerprint["dim"], distance=models.Distance.COSINE)},
             sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-            metadata={FINGERPRINT_KEY: fingerprint, MANIFEST_KEY: {}},
+            metadata={FINGERPRINT_KEY: fingerprint, MANIFEST_KEY: {}, FORMAT_KEY: FORMAT},
             # Payload (the chunk text) stays on disk on a server, so RAM holds vectors and indexes;
             # HNSW keeps the server's defaults (m=16, ef_construct=100). Local mode ignores all three.
             on_disk_payload=True,
@@ -164,7 +175,7 @@ class Store:
         with warnings.catch_warnings():
             # A server needs indexes for source/section filters and facets; local mode ignores them, and says so.
             warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-            for key in ("source", "section"):
+            for key in ("source", "section", FILE):
                 self.client.create_payload_index(self.collection, key, models.PayloadSchemaType.KEYWORD)
 
     def drop(self) -> None:
@@ -201,13 +212,34 @@ class Store:
         )
 
     def manifest(self) -> dict[str, dict[str, Any]]:
-        """source -> {"hash", "root", "chunks"} for every completely ingested source."""
-        return dict(self._metadata().get(MANIFEST_KEY, {})) if self.exists() else {}
+        """file -> {"source", "root", "folder", "hash", "chunks"} for every ingested file (see `file_key`)."""
+        return _manifest_of(self._metadata()) if self.exists() else {}
 
     def save_manifest(self, manifest: dict[str, dict[str, Any]]) -> None:
         """Replace the manifest, and note when."""
         updated = datetime.now(UTC).isoformat(timespec="seconds")
-        self.client.update_collection(self.collection, metadata={MANIFEST_KEY: manifest, UPDATED_KEY: updated})
+        metadata = {MANIFEST_KEY: manifest, FORMAT_KEY: FORMAT, UPDATED_KEY: updated}
+        self.client.update_collection(self.collection, metadata=metadata)
+
+    def upgrade(self) -> None:
+        """Rewrite a collection of the old format (manifest keyed by source) so its points carry their file.
+
+        Safe to repeat: a run killed half-way leaves the old manifest, and the next run starts over.
+        """
+        if not self.exists() or self._metadata().get(FORMAT_KEY) == FORMAT:
+            return
+        legacy = self._metadata().get(MANIFEST_KEY, {})
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            self.client.create_payload_index(self.collection, FILE, models.PayloadSchemaType.KEYWORD)
+        for source, entry in legacy.items():
+            # The old manifest kept `source` unique in the collection, so it names this file's points alone.
+            selector = models.Filter(must=[_match("source", [source])])
+            self.client.set_payload(self.collection, {FILE: file_key(entry["root"], source)}, selector, wait=True)
+        # Points still without a file were never listed: leftovers of a killed run, which the next run rewrites.
+        unlisted = models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=FILE))])
+        self.client.delete(self.collection, points_selector=unlisted, wait=True)
+        self.save_manifest(_upgrade_manifest(legacy))
 
     def upsert(self, points: Iterable[ChunkPoint]) -> None:
         """Write points (same id = overwrite, so a re-run never duplicates)."""
@@ -226,17 +258,36 @@ class Store:
             self.client.upsert(self.collection, points=structs, wait=True)
 
     def delete_sources(self, sources: Iterable[str]) -> None:
-        """Delete every chunk of the given sources."""
-        sources = sorted(set(sources))
-        if sources:
-            selector = models.FieldCondition(key="source", match=models.MatchAny(any=sources))
-            self.client.delete(self.collection, points_selector=models.Filter(must=[selector]), wait=True)
+        """Delete every chunk of the given sources (in every folder)."""
+        if sources := set(sources):
+            self._delete(models.Filter(must=[_match("source", sources)]))
+
+    def delete_files(self, files: Iterable[str]) -> None:
+        """Delete every chunk of the given files (manifest keys)."""
+        if files := set(files):
+            self._delete(models.Filter(must=[_match(FILE, files)]))
+
+    def delete_stale(self, file: str, keep: Collection[str]) -> None:
+        """Delete the chunks of `file` whose ids are not in `keep`: what its previous version left."""
+        others = [models.HasIdCondition(has_id=list(keep))] if keep else None
+        self._delete(models.Filter(must=[_match(FILE, [file])], must_not=others))
+
+    def _delete(self, selector: models.Filter) -> None:
+        self.client.delete(self.collection, points_selector=selector, wait=True)
 
     def stored_sources(self) -> dict[str, int]:
-        """source -> number of chunks actually stored (finds leftovers the manifest does not list)."""
+        """source -> number of chunks actually stored, whichever folder they came from."""
+        return self._facet("source")
+
+    def stored_files(self) -> dict[str, int]:
+        """file -> number of chunks actually stored (finds leftovers the manifest does not list)."""
+        # A collection of the old format has no file key (nor, on a server, the index a facet needs).
+        return self._facet(FILE) if self.exists() and self._metadata().get(FORMAT_KEY) == FORMAT else {}
+
+    def _facet(self, key: str) -> dict[str, int]:
         if not self.exists():
             return {}
-        hits = self.client.facet(self.collection, key="source", limit=1_000_000, exact=True).hits
+        hits = self.client.facet(self.collection, key=key, limit=1_000_000, exact=True).hits
         return {str(hit.value): hit.count for hit in hits}
 
     def stats(self) -> dict[str, Any]:
@@ -248,7 +299,7 @@ class Store:
             "collection": self.collection,
             "exists": exists,
             "chunks": self.count(),
-            "sources": sorted(metadata.get(MANIFEST_KEY, {})),
+            "sources": sorted(entry["source"] for entry in _manifest_of(metadata).values()),
             "embedding": describe_fingerprint(fingerprint) if fingerprint else None,
             "updated": metadata.get(UPDATED_KEY),
         }
@@ -312,6 +363,29 @@ class Store:
         )
 
 
+def file_key(root: str, source: str) -> str:
+    """A file's identity: the folder it was ingested from (absolute) joined with its `source`."""
+    return (Path(root) / source).as_posix()
+
+
+def _manifest_of(metadata: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    manifest = dict(metadata.get(MANIFEST_KEY, {}))
+    return manifest if metadata.get(FORMAT_KEY) == FORMAT else _upgrade_manifest(manifest)
+
+
+def _upgrade_manifest(legacy: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    # The old format did not say whether a root was given as a folder; a nested source proves it was.
+    # A flat one is taken as a single file until its folder is ingested again (then `folder` turns true).
+    return {
+        file_key(entry["root"], source): {**entry, "source": source, "folder": "/" in source}
+        for source, entry in legacy.items()
+    }
+
+
+def _match(key: str, values: Iterable[str]) -> models.FieldCondition:
+    return models.FieldCondition(key=key, match=models.MatchAny(any=sorted(set(values))))
+
+
 def _filter(where: dict[str, Sequence[str]] | None) -> models.Filter | None:
     conditions = [
         models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
@@ -330,4 +404,4 @@ def describe_fingerprint(fingerprint: dict[str, Any]) -> str:
     )
 
 
-__all__ = ["ChunkPoint", "Match", "Store", "StoreError", "open_client"]
+__all__ = ["ChunkPoint", "Match", "Store", "StoreError", "file_key", "open_client"]

@@ -45,12 +45,15 @@ st.caption(f"Collection `{stats['collection']}` · embedded with {stats['embeddi
 manifest = engine.store.manifest()
 if stats["sources"]:
     with st.expander(f"Sources ({len(stats['sources'])})", icon=":material/description:"):
-        rows = [{"source": source, "chunks": manifest.get(source, {}).get("chunks")} for source in stats["sources"]]
+        # Two folders may each hold a guide.md: the folder tells them apart.
+        rows = [{"source": e["source"], "folder": e["root"], "chunks": e["chunks"]} for e in manifest.values()]
+        rows.sort(key=lambda row: (row["source"], row["folder"]))
         st.dataframe(rows, hide_index=True, width="stretch")
 
 
 # Only folders the server already knows, never a typed path: those the collection was built from, and data/kb.
-folders = [*(entry.get("root") for entry in manifest.values()), str(uploads.KB_DIR.resolve())]
+# A file ingested alone records its parent as root (maybe a home folder): that one is not offered.
+folders = [*(entry["root"] for entry in manifest.values() if entry.get("folder")), str(uploads.KB_DIR.resolve())]
 folders = [folder for folder in dict.fromkeys(folders) if folder and Path(folder).is_dir()] or folders[-1:]
 kb_dir = Path(st.selectbox("Knowledge-base folder", folders, help="Uploads go here; re-ingest reads it"))
 
