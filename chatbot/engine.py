@@ -1,9 +1,10 @@
 """The chat engine that the page, the CLIs and the evaluation all call.
 
-One question flows condense -> retrieve -> prompt -> model -> parse, as LangChain
-runnables. Every lever is a per-call argument (`use_retrieval`, `adapter`,
-`strategy`, `top_k`), so one engine serves many sessions with different toggles;
-the only state it holds is the loaded models and the store.
+One question flows condense -> retrieve -> prompt (`prepare`, a frozen `Prepared`) ->
+model -> post-process (`stream`). Every lever is a per-call argument (`use_retrieval`,
+`adapter`, `strategy`, `top_k`; see `chatbot.options.AnswerOptions`), so one engine serves
+many sessions with different toggles; the only state it holds is the loaded models and the
+store. `chatbot.build.build_engine` assembles one from the settings.
 
 A 135M model does not abstain when told to, so abstention does not ask it: when
 retrieval is on and the best passage's cosine similarity to the question is below
@@ -23,7 +24,6 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from adapters.registry import AdapterInfo
 from chatbot.answer import Answer
-from chatbot.core.config import Settings
 from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError
 from chatbot.core.text import heading_path
 from chatbot.options import AnswerOptions
@@ -40,7 +40,6 @@ from chatbot.rag.retrieval import Hit, RetrievalMode, Retriever
 
 if TYPE_CHECKING:
     from chatbot.llm.base import ChatModel
-    from chatbot.llm.local import LocalChatModel
     from chatbot.llm.remote import RemoteChatModel
     from chatbot.rag.store import Store
 
@@ -208,16 +207,16 @@ class ChatEngine:
         prompt = model.render(messages)
         timings["prompt"] = time.perf_counter() - started
         return Prepared(
-            question,
-            options,
-            search_query,
-            tuple(hits),
-            abstain_reason,
-            tuple(messages),
-            prompt,
-            timings,
-            model,
-            model_adapter,
+            question=question,
+            options=options,
+            search_query=search_query,
+            hits=tuple(hits),
+            abstain_reason=abstain_reason,
+            messages=tuple(messages),
+            prompt=prompt,
+            timings=timings,
+            model=model,
+            model_adapter=model_adapter,
         )
 
     def _route(self, options: AnswerOptions) -> tuple[Any, str | None]:
@@ -384,59 +383,3 @@ def _example_pair(item: dict[str, Any], examples: Examples) -> dict[str, Any]:
     passages = [Passage(p["title"], p.get("section", ""), p["text"]) for p in item["context"]]
     messages = build_messages(item["question"], passages, strategy=Strategy.ZERO_SHOT, examples=examples)
     return {"messages": chat_dicts(messages), "answer": item["answer"]}
-
-
-def load_adapters(settings: Settings, local: Any) -> tuple[Any, list[AdapterInfo]]:
-    """Every registered adapter that fits the generator, on one PeftModel; the rest listed with the reason."""
-    from adapters.loading import attach
-    from adapters.registry import adapter_dirs, discover
-
-    registered = discover(adapter_dirs(settings))
-    model, problems = attach(local.model, registered, local.name)
-    infos = [
-        AdapterInfo(a.name, a.card, str(a.path), loaded=a.name not in problems, problem=problems.get(a.name))
-        for a in registered
-    ]
-    return model, infos
-
-
-def build_engine(settings: Settings, *, require_collection: bool = True) -> ChatEngine:
-    """Load the models and open the store the settings name: the one way the page and CLIs get an engine.
-
-    With `RAG_LLM_BASE_URL` the served model answers and its adapters are picked by name; with
-    `RAG_LOCAL_LLM` as well, the local model answers and `served=True` asks the served one.
-    """
-    from chatbot.llm.loading import embed_model_name, load_embeddings
-    from chatbot.rag.store import Store
-
-    store = Store.open(settings)
-    try:
-        if require_collection:
-            store.require_points()  # fail in a second, before the models take their seconds to load
-        store.check_embedding(embed_model_name(settings))  # another model's vectors would search without an error
-        served = None
-        if settings.llm_base_url:
-            from chatbot.llm.remote import build_remote_chat_model, remote_adapters, served_adapter_infos
-
-            served = build_remote_chat_model(settings, max_new_tokens=160)  # a server that is down fails here
-        retriever = Retriever(store, load_embeddings(settings), top_k=settings.top_k)
-        examples = Examples.load(product=settings.product)
-        if served is not None and not settings.local_llm:
-            return ChatEngine(retriever, served, examples=examples, adapters=remote_adapters(settings, served))
-        chat_model, adapters = _local_chat_model(settings.local_side() if served else settings)
-        if served is not None:
-            adapters += served_adapter_infos(served, beside_local=True)
-        return ChatEngine(retriever, chat_model, examples=examples, adapters=adapters, served=served)
-    except BaseException:
-        store.close()
-        raise
-
-
-def _local_chat_model(settings: Settings) -> tuple[LocalChatModel, list[AdapterInfo]]:
-    from chatbot.llm.loading import load_generator
-    from chatbot.llm.local import build_chat_model  # imports torch
-
-    local = load_generator(settings)
-    model, adapters = load_adapters(settings, local)
-    bias = {info.name: info.card.first_token_bias for info in adapters if info.loaded and info.card.first_token_bias}
-    return build_chat_model(replace(local, model=model), max_new_tokens=160, first_token_bias=bias), adapters

@@ -9,7 +9,7 @@ import pytest
 from fakes import FakeChatModel, FakeEmbeddings, count_words
 from qdrant_client import QdrantClient
 
-from chatbot import engine
+from chatbot import build, engine
 from chatbot.cli import chat as cli_chat
 from chatbot.rag.retrieval import Retriever
 from chatbot.rag.store import Store
@@ -23,7 +23,7 @@ def model(tmp_path, monkeypatch):
     run_ingest([tmp_path], store=store, load_embeddings=FakeEmbeddings, embed_model="fake", count_tokens=count_words)
     model = FakeChatModel(replies=["Refunds take 5 business days [1]."], adapters=("support",))
     chat_engine = engine.ChatEngine(Retriever(store, FakeEmbeddings()), model, abstain_threshold=0.0)
-    monkeypatch.setattr(engine, "build_engine", lambda settings, require_collection: chat_engine)
+    monkeypatch.setattr(build, "build_engine", lambda settings, require_collection: chat_engine)
     return model
 
 
@@ -78,7 +78,7 @@ def test_list_adapters_reads_the_registry_without_loading_a_model(tmp_path, monk
     (folder / "adapter_config.json").write_text('{"base_model_name_or_path": "someone/Other-1B"}')
     (folder / "adapter_model.safetensors").write_bytes(b"")
     monkeypatch.setenv("RAG_ADAPTERS_DIR", str(tmp_path / "adapters"))
-    monkeypatch.setattr(engine, "build_engine", None)  # loading the engine would fail
+    monkeypatch.setattr(build, "build_engine", None)  # loading the engine would fail
 
     assert cli_chat.main(["--list-adapters", "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}

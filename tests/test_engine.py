@@ -12,9 +12,10 @@ from fakes import FakeChatModel, FakeEmbeddings, count_words
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from qdrant_client import QdrantClient
 
+from chatbot.build import build_engine
 from chatbot.core.config import Settings
 from chatbot.core.errors import AdapterNotFoundError, FingerprintMismatchError, InvalidOptionError
-from chatbot.engine import Answer, ChatEngine, build_engine
+from chatbot.engine import Answer, ChatEngine
 from chatbot.options import AnswerOptions
 from chatbot.rag.postprocess import split_reasoning
 from chatbot.rag.prompts import Examples, Passage, Strategy, build_messages, chat_dicts
@@ -319,11 +320,11 @@ def test_a_refusal_gets_no_citations_added(store):
 
 
 def test_build_engine_refuses_a_collection_another_embedding_model_built(tmp_path, monkeypatch):
-    from chatbot import engine
+    from chatbot import build
     from chatbot.llm import loading as models
 
     monkeypatch.setattr(models, "load_embeddings", lambda settings: FakeEmbeddings())
-    monkeypatch.setattr(engine, "_local_chat_model", lambda settings: (FakeChatModel(), []))
+    monkeypatch.setattr(build, "_local_chat_model", lambda settings: (FakeChatModel(), []))
     (tmp_path / "kb").mkdir()
     (tmp_path / "kb" / "refunds.md").write_text(PAGES["refunds.md"])
     store = Store.open(Settings(qdrant_path=tmp_path / "q"))

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from chatbot.build import load_adapters
 from chatbot.core.config import Settings
-from chatbot.engine import ChatEngine, load_adapters
+from chatbot.engine import ChatEngine
 from chatbot.llm import loading as models
 from chatbot.llm.local import build_chat_model
 from chatbot.rag.retrieval import Retriever

@@ -13,7 +13,7 @@ from qdrant_client import QdrantClient
 
 from adapters.card import AdapterCard
 from adapters.registry import AdapterInfo
-from chatbot import engine
+from chatbot import build
 from chatbot.cli import evaluate as cli_eval
 from chatbot.core.errors import AdapterNotFoundError, QuestionSetError
 from chatbot.engine import ChatEngine
@@ -391,7 +391,7 @@ def test_an_interrupted_run_keeps_what_finished_and_resumes(kb, tmp_path):
 def cli(kb, tmp_path, monkeypatch):
     model = FakeChatModel(adapters=("demo",), replies=["Refunds take 5 business days [1].", "I don't know."])
     # A fresh store per run, as the real build_engine opens one: the CLI closes it when done.
-    monkeypatch.setattr(engine, "build_engine", lambda settings: make_engine(open_store(kb[0]), model))
+    monkeypatch.setattr(build, "build_engine", lambda settings: make_engine(open_store(kb[0]), model))
     monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
     return model, write_set(tmp_path / "qa.jsonl", QUESTIONS), tmp_path / "out"
 
@@ -436,7 +436,7 @@ def test_cli_errors_are_one_line_with_the_right_exit_code(cli, tmp_path, capsys)
 
 def test_ctrl_c_exits_130_and_says_what_is_cached(kb, tmp_path, monkeypatch, capsys):
     model = InterruptedModel(adapters=("demo",))
-    monkeypatch.setattr(engine, "build_engine", lambda settings: make_engine(kb[1], model))
+    monkeypatch.setattr(build, "build_engine", lambda settings: make_engine(kb[1], model))
     monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
     questions = write_set(tmp_path / "qa.jsonl", QUESTIONS)
 

@@ -17,9 +17,10 @@ from qdrant_client import QdrantClient
 
 from adapters.card import AdapterCard
 from adapters.registry import AdapterInfo
+from chatbot.build import build_engine
 from chatbot.core.config import Settings
 from chatbot.core.errors import AdapterNotFoundError, ModelNotFoundError, RagtuneError
-from chatbot.engine import ChatEngine, build_engine
+from chatbot.engine import ChatEngine
 from chatbot.llm.remote import RemoteChatModel, build_remote_chat_model, remote_adapters, served_adapter_infos
 from chatbot.llm.tokens import EstimateTokenizer, load_tokenizer
 from chatbot.rag.prompts import Examples, Strategy, build_messages
@@ -298,7 +299,7 @@ def fake_adapter_folder(root, name: str) -> None:
 @pytest.fixture
 def offline_models(monkeypatch):
     """build_engine with fake embeddings and, for the local side, a fake generator (records its settings)."""
-    from chatbot import engine
+    from chatbot import build
     from chatbot.llm import loading as models
 
     loaded: list[Settings] = []
@@ -308,7 +309,7 @@ def offline_models(monkeypatch):
         return FakeChatModel(replies=["local answer [1]."]), [AdapterInfo("parcelwise")]
 
     monkeypatch.setattr(models, "load_embeddings", lambda settings: FakeEmbeddings())
-    monkeypatch.setattr(engine, "_local_chat_model", local_chat_model)
+    monkeypatch.setattr(build, "_local_chat_model", local_chat_model)
     return loaded
 
 

@@ -20,10 +20,11 @@ import streamlit as st
 
 from adapters.card import AdapterCard
 from adapters.registry import AdapterInfo
+from chatbot.build import build_engine
 from chatbot.core.config import Settings
 from chatbot.core.errors import RagtuneError
 from chatbot.core.text import heading_path
-from chatbot.engine import Answer, ChatEngine, build_engine
+from chatbot.engine import Answer, ChatEngine
 from chatbot.options import AnswerOptions
 from chatbot.rag.prompts import Strategy
 from chatbot.rag.retrieval import RetrievalMode

@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the margins and the boundary, change nothing")
     args = parser.parse_args(argv)
 
+    from chatbot.build import build_engine
     from chatbot.core.config import Settings
-    from chatbot.engine import build_engine
     from chatbot.eval.questions import load_questions
 
     try:

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_adapters:
         return list_adapters(settings, args.json)
 
-    from chatbot.engine import build_engine  # loads torch: only once the arguments are known good
+    from chatbot.build import build_engine  # loads torch: only once the arguments are known good
 
     try:
         with build_engine(settings, require_collection=args.use_retrieval) as engine:

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rag-eval: {error}", file=sys.stderr)
         return 1
 
-    from chatbot.engine import build_engine  # loads torch: only once the arguments and questions are good
+    from chatbot.build import build_engine  # loads torch: only once the arguments and questions are good
 
     cache, bars = None, _Bars()
     try:
