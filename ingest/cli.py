@@ -16,6 +16,7 @@ from chatbot.errors import RagtuneError, SettingsError
 from chatbot.store import Store
 from ingest.loaders import SUPPORTED_SUFFIXES
 from ingest.pipeline import MAX_FILE_BYTES, IngestReport, ingest_paths
+from ingest.worker import FILE_TIMEOUT_S, ReadLimits
 
 _PHASES = {"hash": ("hashing", "file"), "load": ("loading", "file"), "embed": ("embedding", "chunk")}
 
@@ -55,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-file-mb", type=float, default=MAX_FILE_BYTES / 1e6, help="skip larger files as failed (default 50)"
     )
+    parser.add_argument(
+        "--file-timeout",
+        type=float,
+        default=FILE_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"list a file that takes longer to read as failed (default {FILE_TIMEOUT_S:g})",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object with the result")
     return parser
 
@@ -85,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             dry_run=args.dry_run,
             recreate=args.recreate,
             max_file_bytes=int(args.max_file_mb * 1e6),
+            read_limits=ReadLimits(seconds=args.file_timeout),
             progress=progress,
         )
     except RagtuneError as error:
