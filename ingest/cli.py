@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summary(report: IngestReport) -> str:
-    """The human report: one line of counts, then one line per failed file."""
+    """The human report: one line of counts, then one line per failed file and per symlink not followed."""
     verb = "would ingest (dry run, nothing written)" if report.dry_run else "ingested"
     counts = ", ".join(f"{len(getattr(report, name))} {name}" for name in ("added", "changed", "removed", "unchanged"))
     lines = [
@@ -127,6 +127,8 @@ def summary(report: IngestReport) -> str:
         f"{len(report.skipped)} skipped ({report.seconds:.1f} s)"
     ]
     lines += [f"  failed  {item['path']}: {item['error']}" for item in report.failed]
+    # Hidden and unsupported files are routine; a link that was not followed may be a file the user expected.
+    lines += [f"  skipped {item['path']}: {item['reason']}" for item in report.skipped if "symlink" in item["reason"]]
     return "\n".join(lines)
 
 
