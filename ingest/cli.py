@@ -16,6 +16,7 @@ from chatbot.core.errors import RagtuneError, SettingsError
 from chatbot.rag.store import Store
 from ingest.loaders import SUPPORTED_SUFFIXES
 from ingest.pipeline import MAX_FILE_BYTES, IngestReport, ingest_paths
+from ingest.worker import FILE_TIMEOUT_S, ReadLimits
 
 _PHASES = {"hash": ("hashing", "file"), "load": ("loading", "file"), "embed": ("embedding", "chunk")}
 
@@ -55,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-file-mb", type=float, default=MAX_FILE_BYTES / 1e6, help="skip larger files as failed (default 50)"
     )
+    parser.add_argument(
+        "--file-timeout",
+        type=float,
+        default=FILE_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"list a file that takes longer to read as failed (default {FILE_TIMEOUT_S:g})",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object with the result")
     return parser
 
@@ -85,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             dry_run=args.dry_run,
             recreate=args.recreate,
             max_file_bytes=int(args.max_file_mb * 1e6),
+            read_limits=ReadLimits(seconds=args.file_timeout),
             progress=progress,
         )
     except RagtuneError as error:
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summary(report: IngestReport) -> str:
-    """The human report: one line of counts, then one line per failed file."""
+    """The human report: one line of counts, then one line per failed file and per symlink not followed."""
     verb = "would ingest (dry run, nothing written)" if report.dry_run else "ingested"
     counts = ", ".join(f"{len(getattr(report, name))} {name}" for name in ("added", "changed", "removed", "unchanged"))
     lines = [
@@ -118,6 +127,8 @@ def summary(report: IngestReport) -> str:
         f"{len(report.skipped)} skipped ({report.seconds:.1f} s)"
     ]
     lines += [f"  failed  {item['path']}: {item['error']}" for item in report.failed]
+    # Hidden and unsupported files are routine; a link that was not followed may be a file the user expected.
+    lines += [f"  skipped {item['path']}: {item['reason']}" for item in report.skipped if "symlink" in item["reason"]]
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ import io
 import json
 import re
 import shlex
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ _FORMAT_BY_SUFFIX = {
     ".docx": "docx",
 }
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_FORMAT_BY_SUFFIX)
+# A .docx is a zip that python-docx inflates whole into memory: a few MB of zeros can unpack to gigabytes.
+MAX_UNZIPPED_BYTES = 500 * 1024 * 1024
+MAX_ZIP_RATIO = 200  # text XML packs 5-20x; a part that packs tighter than this is padding, not a document
 
 # One part of a file: its text and its metadata (title and, say, a page number).
 _Part = tuple[str, dict[str, Any]]
@@ -98,6 +102,20 @@ def _pretty(stem: str) -> str:
 # ---- markdown / MDX ---------------------------------------------------------------------------
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)?---[ \t]*(?:\n|\Z)", re.S)
+_H1 = re.compile(r"^#[ \t]++([^\n]+)", re.M)
+
+
+class _FrontMatterLoader(yaml.SafeLoader):
+    """YAML without aliases: `*name` repeats a value by reference, so a few lines can stand for billions of values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            line = self.peek_event().start_mark.line + 2  # + the `---` line, and 1-based
+            raise LoadError(
+                f"the front matter uses a YAML alias (`*name`) on line {line}; aliases are not read there, "
+                "because a few of them can stand for billions of values: write the value out instead"
+            )
+        return super().compose_node(parent, index)
 
 
 def _load_markdown(path: Path) -> list[_Part]:
@@ -112,9 +130,11 @@ def _front_matter(text: str) -> tuple[dict[str, Any], str]:
     if not match:
         return {}, text
     try:
-        data = yaml.safe_load(match.group(1) or "") or {}
+        data = yaml.load(match.group(1) or "", Loader=_FrontMatterLoader) or {}  # a SafeLoader, less aliases
     except yaml.YAMLError:
         data = {}  # a broken block is still meant as metadata, not prose: drop it, keep the body
+    except RecursionError as err:
+        raise LoadError("the front matter is nested too deeply to read (thousands of `[` or `{`); flatten it") from err
     if not isinstance(data, dict):
         return {}, text  # plain text between two `---` rules, not front matter
     meta: dict[str, Any] = {}
@@ -128,8 +148,9 @@ def _front_matter(text: str) -> tuple[dict[str, Any], str]:
 
 def _first_heading(body: str) -> str:
     for chunk, is_code in split_fences(body):
-        if not is_code and (match := re.search(r"^#[ \t]+(.+?)[ \t#]*$", chunk, re.M)):
-            return match.group(1)
+        if not is_code and (match := _H1.search(chunk)):
+            # rstrip, not a lazy `(.+?)[ \t#]*$`: that retries the tail from every character of a long line.
+            return match.group(1).rstrip(" \t#") or match.group(1)[0]
     return ""
 
 
@@ -191,6 +212,9 @@ def _parse_json(text: str, line: int | None = None) -> Any:
     except json.JSONDecodeError as err:
         where = f"line {line or err.lineno}, column {err.colno}"
         raise LoadError(f"invalid JSON at {where}: {err.msg}; fix the syntax there") from err
+    except RecursionError as err:
+        where = f" on line {line}" if line else ""
+        raise LoadError(f"JSON nested too deeply to read{where} (thousands of `[` or `{{`); flatten it") from err
 
 
 def _records(data: Any) -> list[Any]:
@@ -250,6 +274,7 @@ def _load_docx(path: Path) -> list[_Part]:
     import docx
     from docx.table import Table
 
+    _check_unzipped_size(path)
     try:
         document = docx.Document(str(path))
     except Exception as err:  # python-docx reports a bad zip, a missing part or a .doc file in many ways
@@ -270,6 +295,29 @@ def _load_docx(path: Path) -> list[_Part]:
         blocks.append(text)
     title = (document.core_properties.title or "").strip() or first_heading or _pretty(path.stem)
     return [("\n\n".join(block for block in blocks if block), {"title": title})]
+
+
+def _check_unzipped_size(path: Path) -> None:
+    """Refuse a zip whose central directory says it inflates past the limits, before anything is inflated."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            parts = archive.infolist()
+    except zipfile.BadZipFile:
+        return  # not a zip at all: the loader says what it is not
+    fix = "open it in Word or LibreOffice and save it again, or split it"
+    total = sum(part.file_size for part in parts)
+    if total > MAX_UNZIPPED_BYTES:
+        raise LoadError(
+            f"unpacks to {total / 1e6:.0f} MB, over the {MAX_UNZIPPED_BYTES / 1e6:.0f} MB limit "
+            f"(a zip bomb, or a document mostly of pictures); {fix}"
+        )
+    for part in parts:
+        ratio = part.file_size / max(part.compress_size, 1)
+        if part.file_size > 1_000_000 and ratio > MAX_ZIP_RATIO:
+            raise LoadError(
+                f"its part {part.filename} unpacks {ratio:.0f} times its packed size ({part.file_size / 1e6:.0f} MB), "
+                f"over the {MAX_ZIP_RATIO}x a real document reaches (a zip bomb?); {fix}"
+            )
 
 
 _LOADERS: dict[str, Callable[[Path], list[_Part]]] = {

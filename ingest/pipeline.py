@@ -50,8 +50,9 @@ from chatbot.core.errors import LoadError
 from chatbot.llm.loading import embed_model_name, embed_token_counter, load_embeddings
 from chatbot.rag import sparse
 from chatbot.rag.store import FILE, ChunkPoint, Store, file_key
-from ingest.loaders import SUPPORTED_SUFFIXES, load_file
-from ingest.split import ChunkerSettings, TokenCounter, embed_text, split_documents
+from ingest.loaders import SUPPORTED_SUFFIXES
+from ingest.split import ChunkerSettings, TokenCounter, embed_text
+from ingest.worker import FileReader, ReadLimits
 
 if TYPE_CHECKING:
     from langchain_core.documents import Document
@@ -117,7 +118,7 @@ class IngestReport:
 
 
 def discover_files(paths: Sequence[Path]) -> tuple[list[SourceFile], list[dict[str, str]], set[str]]:
-    """Files to ingest, files skipped (hidden, unknown type) with why, and the folders whose removals count."""
+    """Files to ingest, files skipped (hidden, unknown type, symlink) with why, and the folders whose removals count."""
     files, skipped, scopes = [], [], set()
     for given in paths:
         if given.is_file():
@@ -125,18 +126,35 @@ def discover_files(paths: Sequence[Path]) -> tuple[list[SourceFile], list[dict[s
             continue
         root = given.resolve()
         scopes.add(str(root))
-        for path in sorted(root.rglob("*")):
+        for path in sorted(root.rglob("*")):  # rglob does not descend into linked folders
             relative = path.relative_to(root)
+            source = relative.as_posix()
+            hidden = any(part.startswith(".") for part in relative.parts)
+            if path.is_symlink() and not hidden:
+                skipped.append({"path": source, "reason": _link_reason(path, root)})
+                continue
             if not path.is_file():
                 continue
-            source = relative.as_posix()
-            if any(part.startswith(".") for part in relative.parts):
+            if hidden:
                 skipped.append({"path": source, "reason": "hidden"})
             elif path.suffix.lower() not in SUPPORTED_SUFFIXES:
                 skipped.append({"path": source, "reason": f"unsupported type {path.suffix or '(none)'}"})
             else:
                 files.append(SourceFile(path, source, str(root)))
     return files, skipped, scopes
+
+
+def _link_reason(link: Path, root: Path) -> str:
+    # Links are never followed: one leading out of the folder could read anything the user can (a key
+    # file, say) into a searchable collection, and one inside it reaches a file that is read under its own name.
+    try:
+        target = link.resolve(strict=True)
+    except (OSError, RuntimeError):  # RuntimeError: a loop, before Python 3.13
+        return "symlink that is broken or loops: not followed"
+    kind = "folder" if target.is_dir() else "file"
+    if not target.is_relative_to(root):
+        return f"symlink to a {kind} outside {root.name}/: not followed"
+    return f"symlink to the {kind} {target.relative_to(root).as_posix()}: not followed, so nothing is read twice"
 
 
 def fingerprint(embed_model: str, dim: int | None, chunker: ChunkerSettings) -> dict[str, Any]:
@@ -155,6 +173,7 @@ def run_ingest(
     dry_run: bool = False,
     recreate: bool = False,
     max_file_bytes: int = MAX_FILE_BYTES,
+    read_limits: ReadLimits | None = None,
     progress: Progress | None = None,
 ) -> IngestReport:
     """Bring the collection in line with the files under `paths`; bad files are reported, never fatal."""
@@ -200,20 +219,19 @@ def run_ingest(
         for key, entry in manifest.items()
         if (entry.get("root") in scopes and key not in present) or not Path(key).is_file()
     }
-    loaded_files: list[tuple[SourceFile, list[Document]]] = []
-    for done, item in enumerate(to_write, 1):
-        progress("load", done, len(to_write))
-        try:
-            loaded = load_file(item.path, item.source)
-        except LoadError as error:
-            report.failed.append({"path": item.source, "error": str(error)})
-            continue
-        (report.changed if item.key in manifest else report.added).append(item.source)
-        loaded_files.append((item, loaded))
-    writing = [
-        _file_chunks(item, manifest.get(item.key, {}), hashes[item.key], scopes, loaded, count_tokens, chunker)
-        for item, loaded in loaded_files
-    ]
+    # Each file is loaded and split in a child process with a time and memory budget: a file that overruns,
+    # recurses or crashes its parser is listed as failed, and the others still land (dry run included).
+    writing: list[FileChunks] = []
+    with FileReader(count_tokens, chunker, read_limits) as reader:
+        for done, item in enumerate(to_write, 1):
+            progress("load", done, len(to_write))
+            try:
+                chunks = reader.read(item.path, item.source)
+            except LoadError as error:
+                report.failed.append({"path": item.source, "error": str(error)})
+                continue
+            (report.changed if item.key in manifest else report.added).append(item.source)
+            writing.append(_file_chunks(item, manifest.get(item.key, {}), hashes[item.key], scopes, chunks))
     report.chunks = sum(len(file.chunks) for file in writing)
 
     stored = {} if recreate else store.stored_files()
@@ -266,11 +284,8 @@ def _file_chunks(
     old: dict[str, Any],
     file_hash: str,
     scopes: set[str],
-    loaded: list[Document],
-    count_tokens: TokenCounter,
-    chunker: ChunkerSettings,
+    chunks: list[Document],
 ) -> FileChunks:
-    chunks = split_documents(loaded, count_tokens, chunker)
     # A root once ingested as a folder stays one when a single file of it is ingested.
     folder = item.root in scopes or (old.get("root") == item.root and bool(old.get("folder")))
     entry = {"source": item.source, "root": item.root, "folder": folder, "hash": file_hash, "chunks": len(chunks)}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import time
 from collections.abc import Iterator
 from hashlib import blake2b
 from typing import Any
@@ -99,3 +101,20 @@ class FakeChatModel(ChatModel):
         words = self._reply(messages, {"stop": stop, **kwargs}).split(" ")
         for index, word in enumerate(words):
             yield ChatGenerationChunk(message=AIMessageChunk(content=word if index == 0 else " " + word))
+
+
+def count_words_or_misbehave(text: str) -> int:
+    """`count_words`, except on a marker word: HANG sleeps, HOG allocates 3 GB, DIE exits, BOOM raises.
+
+    Module level so that it pickles: ingestion calls it in its child process, where these stand for a parser
+    that hangs, eats memory, crashes or fails in a way nobody planned for.
+    """
+    if "HANG" in text:
+        time.sleep(3600)
+    if "HOG" in text:
+        return len(bytearray(3 * 1024**3))
+    if "DIE" in text:
+        os._exit(3)
+    if "BOOM" in text:
+        raise ValueError("an unplanned failure")
+    return count_words(text)

@@ -43,3 +43,19 @@ def test_a_bad_setting_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RAG_COLLECTION", "bad name!")
     assert cli.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("rag-ingest: RAG_COLLECTION=bad name! is not allowed")
+
+
+def test_the_summary_names_a_symlink_it_did_not_follow(tmp_path, capsys):
+    (tmp_path / "kb").mkdir()
+    (tmp_path / "kb" / "faq.md").write_text("# FAQ\n\nAnswers.\n")
+    (tmp_path / "secret.txt").write_text("password = hunter2\n")
+    (tmp_path / "kb" / "notes.txt").symlink_to(tmp_path / "secret.txt")
+
+    assert cli.main([str(tmp_path / "kb")]) == 0
+    out = capsys.readouterr().out
+    assert "1 added" in out and "  skipped notes.txt: symlink to a file outside kb/: not followed" in out
+
+
+def test_file_timeout_is_an_option_with_a_default():
+    assert cli.build_parser().parse_args(["kb"]).file_timeout == 60
+    assert cli.build_parser().parse_args(["kb", "--file-timeout", "5"]).file_timeout == 5

@@ -102,10 +102,16 @@ def embed_token_counter(settings: Settings) -> tuple[Callable[[str], int], int]:
     config = path / "sentence_bert_config.json"
     window = json.loads(config.read_text()).get("max_seq_length", 256) if config.is_file() else 256
 
-    def count_tokens(text: str) -> int:
-        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+    return _TokenCounter(tokenizer), window
 
-    return count_tokens, window
+
+@dataclass(frozen=True)
+class _TokenCounter:
+    # A class, not a closure, so that it pickles (the tokenizer does): ingestion splits in a child process.
+    tokenizer: Any
+
+    def __call__(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
 
 def embed_model_name(settings: Settings) -> str:
