@@ -59,6 +59,24 @@ def wait_until_healthy(url: str, server: subprocess.Popen, seconds: float = 60) 
     pytest.fail("streamlit did not become healthy in time")
 
 
+def wait_until_idle(page, seconds: float = 60) -> None:
+    """Until the script run the last click started has finished (Streamlit shows "Running..." meanwhile)."""
+    running = page.locator("[data-testid^='stStatusWidgetRunning']")
+    page.wait_for_timeout(300)  # the run a click starts may not have been announced yet
+    running.wait_for(state="detached", timeout=seconds * 1000)
+
+
+def type_into(page, field, text: str) -> None:
+    """Fill `field` once the page is idle; a run still finishing would redraw the form and drop the text."""
+    for _ in range(3):
+        wait_until_idle(page)
+        field.fill(text)
+        page.wait_for_timeout(300)
+        if field.input_value() == text:
+            return
+    raise AssertionError(f"the field kept dropping what was typed into it: {field.input_value()!r}")
+
+
 @pytest.fixture
 def app_url(tmp_path, bundled_cache):
     settings = Settings(qdrant_path=tmp_path / "qdrant", cache_dir=bundled_cache[0].cache_dir)
@@ -121,7 +139,7 @@ def test_chat_and_compare_in_a_real_browser(app_url, tmp_path):
             page.get_by_role("link", name="Compare").click()
             question = page.get_by_label("Question")
             question.wait_for(timeout=30_000)
-            question.fill(QUESTION)
+            type_into(page, question, QUESTION)
             page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
             download = page.get_by_text("Download Markdown")
             try:
