@@ -35,7 +35,8 @@ class AnswerOptions:
         if self.mode is not None:
             object.__setattr__(self, "mode", parse_mode(self.mode))
         low, high = TOP_K_RANGE
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not low <= self.top_k <= high):
+        top_k = self.top_k
+        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or not low <= top_k <= high):
             raise InvalidOptionError(
                 f"top_k={self.top_k!r} is not allowed: expected a whole number from {low} to {high}."
             )

@@ -116,6 +116,8 @@ def clean_mdx(body: str) -> str:
 
 def _clean_prose(text: str) -> str:
     # Inline code is parked behind placeholders so that `<head>` or `![x](y)` written as code survive.
+    # The placeholder characters are private-use ones: a document's own are dropped, or it could expand them.
+    text = text.replace("\ue000", "").replace("\ue001", "")
     parked: list[str] = []
 
     def park(value: str) -> str:

@@ -54,17 +54,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the plan (added/changed/removed); write nothing")
     parser.add_argument("--recreate", action="store_true", help="drop the collection and ingest from scratch")
     parser.add_argument(
-        "--max-file-mb", type=float, default=MAX_FILE_BYTES / 1e6, help="skip larger files as failed (default 50)"
+        "--max-file-mb",
+        type=_within(0, 10_000),
+        default=MAX_FILE_BYTES / 1e6,
+        help="skip larger files as failed (default 50)",
     )
     parser.add_argument(
         "--file-timeout",
-        type=float,
+        type=_within(0, 86_400),
         default=FILE_TIMEOUT_S,
         metavar="SECONDS",
         help=f"list a file that takes longer to read as failed (default {FILE_TIMEOUT_S:g})",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object with the result")
     return parser
+
+
+def _within(low: float, high: float):
+    """An argparse type: a finite number above `low` and at most `high` (argparse exits 2 otherwise)."""
+
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (low < value <= high):  # also false for nan
+            raise argparse.ArgumentTypeError(f"{text} is not allowed: use a number above {low:g}, at most {high:g}")
+        return value
+
+    return number
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,7 +122,8 @@ def discover_files(paths: Sequence[Path]) -> tuple[list[SourceFile], list[dict[s
     files, skipped, scopes = [], [], set()
     for given in paths:
         if given.is_file():
-            files.append(SourceFile(given, given.name, str(given.resolve().parent)))
+            # The folder resolved, not the file: a link given by name keeps its own name as its identity.
+            files.append(SourceFile(given, given.name, str(given.parent.resolve())))
             continue
         root = given.resolve()
         scopes.add(str(root))

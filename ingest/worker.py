@@ -28,7 +28,7 @@ from ingest.split import ChunkerSettings, TokenCounter, split_documents
 if TYPE_CHECKING:
     from langchain_core.documents import Document
 
-FILE_TIMEOUT_S = 60.0  # a 50 MB PDF takes pypdf tens of seconds; hostile markup was taking hours
+FILE_TIMEOUT_S = 60.0  # a 50 MB PDF takes pypdf tens of seconds; nothing a person wrote needs more
 FILE_MEMORY_BYTES = 4 * 1024**3
 # The child: its stdout becomes the reply pipe, and fd 1 is pointed at stderr so a stray print cannot corrupt it.
 _BOOT = "import sys; sys.path[:0] = sys.argv[1:]; from ingest.worker import _child_main; _child_main()"

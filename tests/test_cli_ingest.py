@@ -59,3 +59,11 @@ def test_the_summary_names_a_symlink_it_did_not_follow(tmp_path, capsys):
 def test_file_timeout_is_an_option_with_a_default():
     assert cli.build_parser().parse_args(["kb"]).file_timeout == 60
     assert cli.build_parser().parse_args(["kb", "--file-timeout", "5"]).file_timeout == 5
+
+
+@pytest.mark.parametrize("limit", ["--file-timeout", "--max-file-mb"])
+@pytest.mark.parametrize("value", ["inf", "nan", "1e300", "0", "-1", "ten"])
+def test_a_limit_out_of_range_is_a_usage_error(tmp_path, capsys, limit, value):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main([str(tmp_path), limit, value])
+    assert stopped.value.code == 2 and limit in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -478,6 +479,8 @@ def test_importing_the_evaluation_loads_neither_torch_nor_matplotlib():
 
 def test_served_adapters_beside_a_local_model_join_the_grid_as_served_options():
     class Engine:
+        served = SimpleNamespace(model_name="base-135m")
+
         def adapters(self):
             return [
                 AdapterInfo("demo"),
@@ -489,7 +492,7 @@ def test_served_adapters_beside_a_local_model_join_the_grid_as_served_options():
     assert [(c.adapter, c.served) for c in everything] == [
         (None, False),
         ("demo", False),
-        ("base-135m", True),
+        (None, True),  # the served base model, by its name: no adapter
         ("demo", True),
     ]
     named = default_configs(Engine(), ("adapter",), adapters=["demo"], served_adapters=["demo"])
@@ -567,3 +570,17 @@ def test_a_served_model_is_known_by_its_server_and_the_weights_it_serves(kb, tmp
     finally:
         server.stop()
     assert [request["model"] for request in server.requests] == [BASE, BASE]  # the second run was cached
+
+
+def test_a_moved_knowledge_base_keeps_its_cached_answers_and_its_sources(kb, tmp_path):
+    folder, store = kb
+    model = FakeChatModel()
+    cache = tmp_path / "results.jsonl"
+    questions = load_questions(write_set(tmp_path / "qa.jsonl", QUESTIONS[:2]))
+    run_evaluation(make_engine(store, model), questions, [AnswerOptions()], cache=ResultCache(cache))
+
+    moved = folder.rename(tmp_path / "kb-moved")
+    ingest(moved, store)  # the old paths are gone: their files are removed, the same files added again
+    assert {entry["source"] for entry in store.manifest().values()} == set(PAGES)
+    report = run_evaluation(make_engine(store, model), questions, [AnswerOptions()], cache=ResultCache(cache))
+    assert report.cached == len(questions) and len(model.calls) == len(questions)

@@ -284,3 +284,11 @@ def test_a_folder_of_hostile_files_ingests_its_good_page_and_lists_the_rest(tmp_
         assert hit.payload["source"] == "good.md"
     finally:
         store.close()
+
+
+def test_a_document_cannot_expand_the_cleaners_own_placeholders():
+    from ingest.clean import clean_mdx
+
+    cleaned = clean_mdx("See \ue0001\ue001 here and `code` and `b`" + " \ue0000\ue001" * 2000)
+    assert cleaned.startswith("See 1 here and `code` and `b`") and "`b` here" not in cleaned
+    assert len(cleaned) < 20_000  # 2,000 markers do not each become a copy of a code span

@@ -402,3 +402,19 @@ def test_every_page_of_a_real_help_centre_lands_with_sane_metadata(store):
     texts = "\n".join(p["text"] for p in stored)
     assert "@docusaurus/useBaseUrl" not in texts and "useBaseUrl(" not in texts  # MDX imports and images gone
     assert ingest(PLAUSIBLE, store).unchanged == pages
+
+
+def test_a_linked_file_given_by_name_stays_one_file_across_runs(tmp_path, store):
+    target = write_tree(tmp_path / "elsewhere", {"real.md": "# Real\n\nThe linked page's text.\n"}) / "real.md"
+    (tmp_path / "notes").mkdir()
+    link = tmp_path / "notes" / "link.md"
+    link.symlink_to(target)
+
+    reports = [ingest(link, store) for _ in range(3)]
+
+    assert [(r.added, r.removed, r.unchanged) for r in reports] == [
+        (["link.md"], [], []),
+        ([], [], ["link.md"]),
+        ([], [], ["link.md"]),
+    ]
+    assert {p["source"] for p in points(store).values()} == {"link.md"}

@@ -29,6 +29,8 @@ def test_options_take_names_and_keep_enums():
         ({"mode": "sparse"}, "Unknown retrieval mode 'sparse'"),
         ({"top_k": 0}, "top_k=0 is not allowed"),
         ({"top_k": True}, "top_k=True is not allowed"),
+        ({"top_k": 2.5}, "top_k=2.5 is not allowed"),
+        ({"top_k": "3"}, "top_k='3' is not allowed"),
     ],
 )
 def test_a_bad_option_names_the_value_and_the_choices(given, message):

@@ -178,7 +178,7 @@ def unsafe_tokens(markdown: str) -> list[str]:
                 yield f"{token.type}: {token.content or token.attrGet('src')}"
             yield from walk(token.children or [])
 
-    return list(walk(MarkdownIt("commonmark").parse(markdown)))
+    return list(walk(MarkdownIt("commonmark").enable("table").parse(markdown)))  # GFM tables, as Streamlit
 
 
 HOSTILE = [
@@ -190,6 +190,9 @@ HOSTILE = [
     f"\\\\![x]({EVIL}/after-escaped-backslash.png)",
     f"unclosed `tick ![x]({EVIL}/u.png)",
     f"```\ncode\n```\n![x]({EVIL}/after-fence.png)",
+    f"`a\n\n![x]({EVIL}/across-a-blank-line.png)\n\n`",
+    f"- `a\n- ![x]({EVIL}/across-list-items.png) `",
+    f"| h | h |\n|---|---|\n| `a | ![x]({EVIL}/across-cells.png) ` |",
 ]
 
 

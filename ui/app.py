@@ -29,7 +29,7 @@ from ui.common import (
     show_unexpected,
     stream_answer,
 )
-from ui.safe_markdown import safe_markdown
+from ui.safe_markdown import plain, safe_markdown
 
 SETTING_KEYS = ("use_retrieval", "adapter", "strategy", "top_k", "mode")
 
@@ -117,12 +117,12 @@ def sidebar(engine) -> AnswerOptions:
 
 def adapter_card(engine, info) -> None:
     """An adapter's card, and a check that switching to it changes the model."""
-    with st.expander(info.name, icon=":material/tune:" if info.loaded else ":material/warning:"):
+    with st.expander(plain(adapter_choice(info)), icon=":material/tune:" if info.loaded else ":material/warning:"):
         if info.problem:
             st.warning(safe_markdown(info.problem))
         st.markdown("\n".join(f"- {line}" for line in card_summary(info.card)))
         if info.path:
-            st.caption(str(info.path))
+            st.caption(plain(str(info.path)))
         if st.button("Is it applied?", key=f"probe-{adapter_choice(info)}", disabled=not info.loaded):
             result = run_guarded(lambda: engine.probe(info.name, served=info.served))
             if result is not None:

@@ -28,7 +28,7 @@ from chatbot.engine import Answer, ChatEngine
 from chatbot.options import AnswerOptions
 from chatbot.rag.prompts import Strategy
 from chatbot.rag.retrieval import RetrievalMode
-from ui.safe_markdown import plain, safe_markdown
+from ui.safe_markdown import code_span, plain, safe_markdown
 
 STRATEGY_LABELS = {strategy.value: strategy.label for strategy in Strategy}
 MODES = [RetrievalMode.HYBRID.value, RetrievalMode.DENSE.value]
@@ -179,26 +179,35 @@ def adapter_label(name: str) -> str:
 
 
 def card_summary(card: AdapterCard) -> list[str]:
-    """The few lines of an adapter's card (written by `rag-train-adapter`) a person wants to read."""
+    """The few lines of an adapter's card (written by `rag-train-adapter`) a person wants to read.
+
+    A card is a file anyone can edit: every value goes in as plain text, numbers only where they are numbers.
+    """
     training, held_out = card.training, card.held_out
     lines = []
     if card.base_model:
-        lines.append(f"Base model: `{card.base_model}`")
+        lines.append(f"Base model: {code_span(card.base_model)}")
     if card.served_by:
-        lines.append(f"Served by {card.served_by}")
+        lines.append(f"Served by {plain(card.served_by)}")
     if card.rank is not None:
-        lines.append(f"LoRA rank {card.rank}, alpha {card.alpha}")
+        lines.append(f"LoRA rank {card.rank}, alpha {_shown(card.alpha)}")
     if "pairs" in training:
         steps = f" for {card.steps} steps" if card.steps is not None else ""
-        lines.append(f"Trained on {training['pairs']} pairs{steps}, final loss {card.final_loss}")
+        lines.append(f"Trained on {_shown(training['pairs'])} pairs{steps}, final loss {_shown(card.final_loss)}")
     if "base_loss" in held_out and "adapter_loss" in held_out:
         lines.append(
-            f"Held-out loss {held_out['base_loss']:.3f} → {held_out['adapter_loss']:.3f} "
-            f"({held_out.get('pairs')} pairs)"
+            f"Held-out loss {_shown(held_out['base_loss'], 3)} → {_shown(held_out['adapter_loss'], 3)} "
+            f"({_shown(held_out.get('pairs'))} pairs)"
         )
     if card.created:
-        lines.append(f"Created {card.created}")
+        lines.append(f"Created {plain(card.created)}")
     return lines
+
+
+def _shown(value: Any, decimals: int | None = None) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.{decimals}f}" if decimals is not None else f"{value:g}"
+    return plain(str(value))
 
 
 def run_guarded(action: Callable[[], Any]) -> Any:

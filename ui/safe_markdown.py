@@ -53,8 +53,11 @@ def _neutralise_inline(prose: str) -> str:
         if opener[0].startswith("\\"):
             continue
         run = opener[0]
-        closer = re.compile(rf"(?<!`){run}(?!`)").search(prose, at)
-        if closer is None:
+        # A code span ends on its own line here (a blank line, list item or heading between two
+        # backticks would otherwise pass as code), and never spans a table cell: over-escaping is safe.
+        line_end = prose.find("\n", at)
+        closer = re.compile(rf"(?<!`){run}(?!`)").search(prose, at, len(prose) if line_end < 0 else line_end)
+        if closer is None or "|" in prose[at : closer.start()]:
             continue
         out += [_neutralise(prose[start : opener.start()]), prose[opener.start() : closer.end()]]
         start = at = closer.end()

@@ -178,13 +178,20 @@ def main(argv: list[str] | None = None) -> int:
             bars.start(configs, len(questions))
             report = run_evaluation(engine, questions, configs, cache=cache, progress=bars, question_set=args.questions)
             bars.close()
-        paths = write_report(report, args.out)
-    except OSError as error:
-        print(f"rag-eval: cannot write the report to {args.out} ({error}): pick another --out DIR.", file=sys.stderr)
-        return 1
+        try:
+            paths = write_report(report, args.out)
+        except OSError as error:
+            print(
+                f"rag-eval: cannot write the report to {args.out} ({error}): pick another --out DIR.", file=sys.stderr
+            )
+            return 1
     except RagtuneError as error:
         bars.close()
         print(f"rag-eval: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # the answer cache, say, on a full disk or a read-only RAG_CACHE_DIR
+        bars.close()
+        print(f"rag-eval: {error}: free space, or point RAG_CACHE_DIR at a writable folder.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         bars.close()

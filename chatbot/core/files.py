@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,12 +23,13 @@ def atomic_folder(target: Path, *, replace: bool = False) -> Iterator[Path]:
     a non-empty `target` raises `OSError` (another writer finished first, or a user's folder).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging = _unique(target)
+    staging.mkdir()  # with the umask's permissions, as the folder it becomes should have
     try:
         yield staging
         if replace and target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
-            os.replace(target, old / target.name)
+            old = _unique(target)
+            os.replace(target, old)
             os.replace(staging, target)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -39,10 +40,15 @@ def atomic_folder(target: Path, *, replace: bool = False) -> Iterator[Path]:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `path` through a hidden, uniquely named file beside it, so no reader sees half of it."""
-    descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
+    staging = _unique(path)
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        with staging.open("x", encoding="utf-8") as file:  # "x": never another writer's file
             file.write(text)
         os.replace(staging, path)
     finally:
-        Path(staging).unlink(missing_ok=True)
+        staging.unlink(missing_ok=True)
+
+
+def _unique(path: Path) -> Path:
+    # Hidden, beside `path`, and unique to this call: two writers never share a staging name.
+    return path.with_name(f".{path.name}-{uuid.uuid4().hex[:12]}.tmp")

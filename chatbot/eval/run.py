@@ -109,6 +109,8 @@ def default_configs(
     served = _loaded(engine, served_adapters, served=True)
     if adapters is not None or served_adapters is not None:
         local, served = list(adapters or ()), list(served_adapters or ())
+    if engine.served is not None:  # the served base model is listed by its name: it is no adapter
+        served = list(dict.fromkeys(None if name == engine.served.model_name else name for name in served))
     chosen_strategies = [parse_strategy(name) for name in strategies or ()]
     named = [*(adapters or ()), *(served_adapters or ())]
     single = _single("adapters", named) if "adapter" not in axes else None
@@ -161,7 +163,7 @@ def run_evaluation(
 ) -> Report:
     """Answer every question under every configuration (cached answers are reused) and return the report."""
     store = engine.store
-    known = set(store.stored_sources()) | set(store.manifest())
+    known = set(store.stored_sources()) | {entry["source"] for entry in store.manifest().values()}
     check_sources(questions, known, collection=store.collection, path=question_set)
     identity = run_identity(engine)
     retrieved = {q.id: _retrieved_sources(engine, q.question) for q in questions if q.answerable}
@@ -224,7 +226,8 @@ def run_identity(engine: ChatEngine) -> dict[str, Any]:
         "collection": {
             "name": store.collection,
             "fingerprint": store.fingerprint(),
-            "sources_hash": _digest({source: entry.get("hash") for source, entry in manifest.items()}),
+            # By source, not by path: a moved or re-cloned knowledge base keeps its cached answers.
+            "sources_hash": _digest(sorted((entry["source"], entry.get("hash")) for entry in manifest.values())),
             "chunks": store.count(),
         },
         "decoding": {

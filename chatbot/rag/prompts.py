@@ -48,6 +48,8 @@ _CONTROL = (
     r"|\[/?(?:INST|SYSTEM_PROMPT|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS)\]|<</?SYS>>"
 )
 _UNSAFE = re.compile(f"{_FENCE}|{_CONTROL}")
+_MAX_PASSES = 16
+_MARKER_CHARACTERS = re.compile("[<>\\[\\]|\uff5c]")
 _PASSAGE_NUMBER = re.compile(r"^([ \t]*)\[(\d+)\]", re.MULTILINE)  # how format_context starts a passage
 
 
@@ -126,12 +128,15 @@ def _control_pattern(extra: frozenset[str]) -> re.Pattern[str]:
 
 
 def _remove_all(pattern: re.Pattern[str], text: str) -> str:
-    # Until nothing changes: one pass turns "</con</context>text>" into "</context>".
-    while True:
+    # Until nothing changes: one pass turns "</con</context>text>" into "</context>". Each level of
+    # nesting costs a pass, so past what any real page holds (a hostile one), the characters every
+    # marker is made of go instead: linear in the text, and nothing is left to reassemble.
+    for _ in range(_MAX_PASSES):
         removed = pattern.sub("", text)
         if removed == text:
             return text
         text = removed
+    return pattern.sub("", _MARKER_CHARACTERS.sub("", text))
 
 
 def _one_line(text: str) -> str:

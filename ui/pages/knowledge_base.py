@@ -132,7 +132,9 @@ if plan is not None and planned_dir == kb_dir:
         bar = st.progress(0.0, text="Starting...")
         report = ingest(
             dry_run=False,
-            progress=lambda phase, done, total: bar.progress(done / max(total, 1), text=f"{phase}: {done} of {total}"),
+            progress=lambda phase, done, total: bar.progress(
+                done / max(total, 1), text=f"{PHASES.get(phase, phase)}: {done} of {total}"
+            ),
         )
         bar.empty()
         del st.session_state.ingest_plan
