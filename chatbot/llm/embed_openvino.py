@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,12 @@ def export_dir(cache_dir: Path, model_path: Path) -> Path:
     listing = [[str(p.relative_to(model_path)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
     key = hashlib.sha256(json.dumps([FORMAT, str(model_path.resolve()), listing]).encode()).hexdigest()[:12]
     return cache_dir / "embeddings" / f"{model_path.name.lower()}-openvino-{key}"
+
+
+def is_exported(cache_dir: Path, model_path: Path) -> Path | None:
+    """The finished export of `model_path`, or None when there is none yet."""
+    target = export_dir(cache_dir, model_path)
+    return target if (target / "meta.json").is_file() else None
 
 
 def ensure_export(cache_dir: Path, model_path: Path) -> tuple[Path, bool]:
@@ -60,8 +67,12 @@ def _export(model_path: Path, folder: Path) -> None:
     model = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
     model.eval()
     tokenizer = model.tokenizer
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if "token_type_ids" in tokenizer.model_input_names else [])
+    names = ["input_ids", "attention_mask"] + (
+        ["token_type_ids"] if "token_type_ids" in tokenizer.model_input_names else []
+    )
+    # A padded row in the example, so the trace keeps the attention mask's path through the model.
     example = {name: torch.ones((2, 8), dtype=torch.int64) for name in names}
+    example["attention_mask"][1, 5:] = 0
 
     class Whole(torch.nn.Module):
         # The whole sentence-transformers pipeline (pooling included, whatever the folder configures), normalised.
@@ -77,7 +88,8 @@ def _export(model_path: Path, folder: Path) -> None:
                 features["token_type_ids"] = token_type_ids
             return torch.nn.functional.normalize(self.inner(features)["sentence_embedding"], dim=-1)
 
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about branches that do not depend on the input here
         converted = ov.convert_model(Whole(), example_input=example)
     ov.save_model(converted, folder / "model.xml", compress_to_fp16=False)
     tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
