@@ -60,6 +60,17 @@ def ensure_export(cache_dir: Path, model_path: Path) -> tuple[Path, bool]:
 
 
 def _export(model_path: Path, folder: Path) -> None:
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a one-off step: transformers' notes about config fields are noise here
+    try:
+        _trace_and_save(model_path, folder)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _trace_and_save(model_path: Path, folder: Path) -> None:
     import openvino as ov
     import torch  # only the one-off export needs torch
     from sentence_transformers import SentenceTransformer
@@ -144,5 +155,6 @@ class OpenVinoEmbeddings(Embeddings):
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
         }
-        result = self.compiled({name: arrays[name] for name in self.inputs})
-        return np.asarray(result[0], dtype=np.float32)
+        # A request per call: `compiled(...)` shares one, and the UI's sessions embed from several threads.
+        result = self.compiled.create_infer_request().infer({name: arrays[name] for name in self.inputs})
+        return np.array(result[0], dtype=np.float32)  # a copy: the request's buffer goes with it
