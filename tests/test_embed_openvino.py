@@ -130,6 +130,18 @@ def test_without_openvino_the_torch_route_runs_with_a_warning(tmp_path, monkeypa
     assert "RAG_EMBED_BACKEND=torch" in caplog.text
 
 
+def test_a_model_openvino_cannot_export_runs_on_torch_with_a_warning(tmp_path, monkeypatch, caplog):
+    def broken(source: Path, folder: Path) -> None:
+        raise RuntimeError("Couldn't get TorchScript module by tracing")
+
+    monkeypatch.setattr(embed_openvino, "_export", broken)
+    monkeypatch.setattr(loading, "_load_torch_embeddings", lambda path: "torch")
+
+    with caplog.at_level(logging.WARNING, logger=loading.__name__):
+        assert loading.load_embeddings(Settings(cache_dir=tmp_path)) == "torch"
+    assert "OpenVINO could not run" in caplog.text and "by tracing" in caplog.text
+
+
 def test_rag_embed_backend_torch_never_touches_openvino(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "chatbot.llm.embed_openvino", None)
     monkeypatch.setattr(loading, "_load_torch_embeddings", lambda path: "torch")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import openvino as ov  # ~0.2 s; importing this module is how loading.py learns whether OpenVINO is installed
 from langchain_core.embeddings import Embeddings
 
 from chatbot.core.files import atomic_folder
@@ -71,7 +72,6 @@ def _export(model_path: Path, folder: Path) -> None:
 
 
 def _trace_and_save(model_path: Path, folder: Path) -> None:
-    import openvino as ov
     import torch  # only the one-off export needs torch
     from sentence_transformers import SentenceTransformer
 
@@ -125,7 +125,6 @@ class OpenVinoEmbeddings(Embeddings):
 
     @classmethod
     def load(cls, folder: Path) -> OpenVinoEmbeddings:
-        import openvino as ov
         from tokenizers import Tokenizer
 
         meta = json.loads((folder / "meta.json").read_text())
