@@ -22,6 +22,7 @@ BENCH = Path(__file__).resolve().parent
 BENCHMARKS = {
     "ingest": "bench_ingest.py",
     "models": "bench_models.py",
+    "embed": "bench_embed.py",
     "retrieval": "bench_retrieval.py",
     "generation": "bench_generation.py",
 }

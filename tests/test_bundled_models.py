@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_bundled_embeddings_embed_and_rank_by_meaning(capfd):
-    embeddings = models.load_embeddings(Settings())
+    embeddings = models.load_embeddings(Settings(embed_backend="torch"))  # test_embed_openvino has the other
     assert "Loading weights" not in capfd.readouterr().err  # rag-search loads it on every call: no progress bar
     query = embeddings.embed_query("How do I print a shipping label?")
     related, unrelated = embeddings.embed_documents(["Printing labels for parcels", "Bananas are rich in potassium"])

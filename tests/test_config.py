@@ -11,6 +11,8 @@ def test_defaults_match_the_design():
     assert settings.qdrant_path == Path(".ragtune/qdrant")
     assert settings.collection == "kb"
     assert settings.top_k == 4
+    assert settings.embed_backend == "openvino"
+    assert Settings.from_env({"RAG_EMBED_BACKEND": " Torch "}).embed_backend == "torch"
     assert settings.qdrant_url is None and settings.embed_model is None and settings.llm_model is None
 
 
@@ -58,6 +60,7 @@ def test_empty_values_count_as_unset():
         ("RAG_LLM_BASE_URL", "ftp://models", "http://"),
         ("RAG_EMBED_MODEL", "/no/such/model", "existing local model directory"),
         ("RAG_LLM_MODEL", "./missing-model", "existing local model directory"),
+        ("RAG_EMBED_BACKEND", "onnx", "openvino or torch"),
     ],
 )
 def test_a_bad_value_names_the_variable_the_value_and_what_is_allowed(variable, value, allowed):

