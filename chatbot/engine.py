@@ -65,7 +65,7 @@ class Prepared:
     messages: tuple[BaseMessage, ...]
     prompt: str  # the messages rendered as the model sees them
     timings: dict[str, float]
-    model: Any  # the chat model that answers (the served one when `options.served`)
+    model: ChatModel  # the chat model that answers (the served one when `options.served`)
     model_adapter: str | None  # the adapter's name on that model (None: its base)
 
 
@@ -96,7 +96,7 @@ class ChatEngine:
 
     def close(self) -> None:
         """Release the store (a local Qdrant folder is locked while open)."""
-        self.retriever.store.close()
+        self.store.close()
 
     def __enter__(self) -> Self:
         return self
@@ -219,7 +219,7 @@ class ChatEngine:
             model_adapter=model_adapter,
         )
 
-    def _route(self, options: AnswerOptions) -> tuple[Any, str | None]:
+    def _route(self, options: AnswerOptions) -> tuple[ChatModel, str | None]:
         """The chat model that answers with these options, and the adapter's name on that model."""
         if not options.served:
             return self.chat_model, options.adapter

@@ -332,12 +332,12 @@ def _write(
         pending = None
         for window in _windows(changes.writing):
             # Batches of similar length pad least (sentence-transformers does the same within a call).
-            chunks = sorted(((f, c) for f in window for c in f.chunks), key=lambda item: len(embed_text(item[1])))
+            chunks = sorted(((f, c, embed_text(c)) for f in window for c in f.chunks), key=lambda item: len(item[2]))
             batches = [chunks[start : start + BATCH_SIZE] for start in range(0, len(chunks), BATCH_SIZE)] or [[]]
             for number, batch in enumerate(batches, 1):
-                texts = [embed_text(chunk) for _, chunk in batch]
+                texts = [text for _, _, text in batch]
                 vectors = embeddings.embed_documents(texts) if texts else []
-                points = [_point(f, c, t, v) for (f, c), t, v in zip(batch, texts, vectors, strict=True)]
+                points = [_point(f, c, t, v) for (f, c, t), v in zip(batch, vectors, strict=True)]
                 finished = window if number == len(batches) else []
                 for file in finished:
                     manifest[file.key] = file.entry

@@ -45,15 +45,16 @@ def grid(
 
     Without an adapter the adapter column is still laid out, as cells that say why they did not run.
     """
-    base = AnswerOptions(top_k=top_k, mode=mode)
-    laid_out = options_grid(base, use_retrieval=(False, True), adapters=(None, adapter or ""), strategies=strategies)
+    local, on_server = ((None,), (adapter,)) if served else ((None, adapter or ""), ())
+    laid_out = options_grid(
+        AnswerOptions(top_k=top_k, mode=mode),
+        use_retrieval=(False, True),
+        adapters=local,
+        served_adapters=on_server,
+        strategies=strategies,
+    )
     skipped = "No adapter is loaded: train one with `rag-train-adapter`."
-    return [
-        Cell(options, skipped=skipped)
-        if options.adapter == ""
-        else Cell(replace(options, served=served and bool(options.adapter)))
-        for options in laid_out
-    ]
+    return [Cell(options, skipped=skipped if options.adapter == "" else None) for options in laid_out]
 
 
 def base_of(cells: list[Cell], cell: Cell) -> Cell:

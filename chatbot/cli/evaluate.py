@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,21 +64,20 @@ def _metrics_help() -> str:
     return "\n".join(lines)
 
 
-def _axes(value: str) -> tuple[str, ...]:
-    axes = tuple(axis.strip() for axis in value.split(",") if axis.strip())
-    unknown = [axis for axis in axes if axis not in AXES]
-    if unknown or not axes:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a comma-separated list of {', '.join(AXES)}")
-    return axes
+def _list_of(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma-separated list of names from `allowed`."""
 
+    def names(value: str) -> tuple[str, ...]:
+        chosen = tuple(name.strip() for name in value.split(",") if name.strip())
+        if not chosen or any(name not in allowed for name in chosen):
+            raise argparse.ArgumentTypeError(f"{value!r}: expected a comma-separated list of {', '.join(allowed)}")
+        return chosen
 
-def _strategies(value: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in value.split(",") if name.strip())
-    allowed = [strategy.value for strategy in Strategy]
-    unknown = [name for name in names if name not in allowed]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a comma-separated list of {', '.join(allowed)}")
     return names
+
+
+_axes = _list_of(AXES)
+_strategies = _list_of([strategy.value for strategy in Strategy])
 
 
 def _names(value: str) -> tuple[str, ...]:

@@ -105,15 +105,13 @@ def default_configs(
     unknown = [axis for axis in axes if axis not in AXES]
     if unknown:
         raise InvalidOptionError(f"Grid axis {unknown[0]!r} is not one of: {', '.join(AXES)}.")
-    local = _loaded(engine, adapters, served=False)
-    served = _loaded(engine, served_adapters, served=True)
-    if adapters is not None or served_adapters is not None:
-        local, served = list(adapters or ()), list(served_adapters or ())
+    named = adapters is not None or served_adapters is not None
+    local = _loaded(engine, adapters, served=False, named=named)
+    served = _loaded(engine, served_adapters, served=True, named=named)
     if engine.served is not None:  # the served base model is listed by its name: it is no adapter
         served = list(dict.fromkeys(None if name == engine.served.model_name else name for name in served))
     chosen_strategies = [parse_strategy(name) for name in strategies or ()]
-    named = [*(adapters or ()), *(served_adapters or ())]
-    single = _single("adapters", named) if "adapter" not in axes else None
+    single = _single("adapters", [*(adapters or ()), *(served_adapters or ())]) if "adapter" not in axes else None
     return grid(
         AnswerOptions(
             adapter=single,
@@ -129,8 +127,9 @@ def default_configs(
     )
 
 
-def _loaded(engine: ChatEngine, wanted: Sequence[str] | None, *, served: bool) -> list[str]:
-    """The loaded adapters on the local (or served) model; an error for a wanted one that is not among them."""
+def _loaded(engine: ChatEngine, wanted: Sequence[str] | None, *, served: bool, named: bool) -> list[str]:
+    """The `wanted` adapters on the local (or served) model when adapters are `named`, else every loaded one;
+    an error for a wanted one that is not loaded."""
     loaded = [info.name for info in engine.adapters() if info.loaded and info.served == served]
     for name in wanted or ():
         if name not in loaded:
@@ -139,7 +138,7 @@ def _loaded(engine: ChatEngine, wanted: Sequence[str] | None, *, served: bool) -
                 f"Adapter {name!r} is not loaded; loaded: {', '.join(loaded) or 'none'}. "
                 f"Train or register it first (rag-train-adapter), or drop it from {option}."
             )
-    return loaded
+    return list(wanted or ()) if named else loaded
 
 
 def _single(option: str, values: Sequence[str] | None) -> str | None:
@@ -261,7 +260,7 @@ def adapter_identity(engine: ChatEngine, name: str | None, *, served: bool = Fal
         # Set after training (adapters/training/calibrate.py): it changes the answers.
         bias = info.card.first_token_bias
         return f"{name}@{created}" + (f" bias {json.dumps(bias, sort_keys=True)}" if bias else "")
-    folder = getattr(info, "path", None)
+    folder = info.path if info is not None else None
     if folder and Path(folder).is_dir():
         digest = hashlib.sha256()
         for file in sorted(p for p in Path(folder).rglob("*") if p.is_file()):

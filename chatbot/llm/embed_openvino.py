@@ -24,7 +24,7 @@ import numpy as np
 import openvino as ov  # ~0.2 s; importing this module is how loading.py learns whether OpenVINO is installed
 from langchain_core.embeddings import Embeddings
 
-from chatbot.core.files import atomic_folder
+from chatbot.core.files import atomic_folder, files_fingerprint
 
 FORMAT = 1  # bump when the exported folder's layout changes: old caches are then ignored
 BATCH = 32  # sentence-transformers' default batch, so ingest pads no more than it did
@@ -33,9 +33,8 @@ _MODEL_FILES = (".safetensors", ".bin", ".json", ".txt", ".model")  # weights, c
 
 def export_dir(cache_dir: Path, model_path: Path) -> Path:
     """Where the export of `model_path` lives: a new folder whenever its weight or config files change."""
-    files = sorted(p for p in model_path.rglob("*") if p.is_file() and p.suffix in _MODEL_FILES)
-    listing = [[str(p.relative_to(model_path)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    key = hashlib.sha256(json.dumps([FORMAT, str(model_path.resolve()), listing]).encode()).hexdigest()[:12]
+    files = files_fingerprint(model_path, _MODEL_FILES, recursive=True)
+    key = hashlib.sha256(json.dumps([FORMAT, str(model_path.resolve()), files]).encode()).hexdigest()[:12]
     return cache_dir / "embeddings" / f"{model_path.name.lower()}-openvino-{key}"
 
 
@@ -50,13 +49,8 @@ def ensure_export(cache_dir: Path, model_path: Path) -> tuple[Path, bool]:
     target = export_dir(cache_dir, model_path)
     if (target / "meta.json").is_file():
         return target, False
-    try:
-        with atomic_folder(target) as staging:
-            _export(model_path, staging)
-    except OSError:
-        if not (target / "meta.json").is_file():  # else a concurrent export finished first
-            raise
-        return target, False
+    with atomic_folder(target, keep_existing=True) as staging:  # two concurrent exports: one stays
+        _export(model_path, staging)
     return target, True
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbot.core.config import Settings
 from chatbot.core.errors import ModelNotFoundError, first_line
-from chatbot.core.files import atomic_folder
+from chatbot.core.files import atomic_folder, files_fingerprint
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -221,13 +221,9 @@ def convert_gguf(gguf_file: Path, target: Path) -> None:
 
     # Write next to the target, then rename: a killed conversion never leaves a
     # folder that looks complete, and two concurrent ones cannot mix their files.
-    try:
-        with atomic_folder(target) as staging:
-            plain.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-    except OSError:
-        if not (target / "config.json").is_file():  # else a concurrent conversion finished first
-            raise
+    with atomic_folder(target, keep_existing=True) as staging:  # two concurrent conversions: one stays
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
 
 
 def load_generator(settings: Settings) -> LocalModel:
@@ -271,11 +267,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".json", ".ji
 
 
 def weights_identity(network: Any) -> dict[str, Any]:
-    """Where a loaded transformers model's weights came from, and a hash of that folder's weight and config files.
-
-    Names, sizes and modification times, not contents: re-saving weights over a folder changes it at once,
-    and hashing gigabytes on every evaluation would not be cheap.
-    """
+    """Where a loaded transformers model's weights came from, and a fingerprint of that folder's files."""
     if hasattr(network, "get_base_model"):  # a PeftModel: the weights are its base model's
         network = network.get_base_model()
     source = getattr(network, "name_or_path", None)
@@ -284,6 +276,4 @@ def weights_identity(network: Any) -> dict[str, Any]:
     folder = Path(source)
     if not folder.is_dir():
         return {"source": str(source), "files": None}
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    listing = json.dumps([[file.name, file.stat().st_size, file.stat().st_mtime_ns] for file in files])
-    return {"source": str(source), "files": hashlib.sha256(listing.encode()).hexdigest()[:16]}
+    return {"source": str(source), "files": files_fingerprint(folder, WEIGHT_SUFFIXES)}

@@ -109,9 +109,9 @@ class ChunkPoint:
     payload: dict[str, Any]
 
 
-# Stores not closed yet, closed at interpreter exit: a store left open in a reference cycle (an engine's
-# runnables hold their engine) is otherwise closed by QdrantClient.__del__ during shutdown, when the imports
-# its close needs fail with an ImportError traceback.
+# Stores not closed yet, closed at interpreter exit: a store a script leaves open (an engine in a global,
+# say) is otherwise closed by QdrantClient.__del__ during shutdown, when the imports its close needs fail
+# with an ImportError traceback.
 _open_stores: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
