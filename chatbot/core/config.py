@@ -29,6 +29,10 @@ _WHOLE_NUMBERS = {
 LLM_TIMEOUT_RANGE = (0.1, 3600.0)
 _YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 EMBED_BACKENDS = ("openvino", "torch")
+LLM_RUNTIMES = ("openvino", "transformers")
+LLM_WEIGHTS = ("f32", "int8")
+# Settings that take one of a few words (matched case-insensitively).
+_CHOICES = {"embed_backend": EMBED_BACKENDS, "llm_runtime": LLM_RUNTIMES, "llm_weights": LLM_WEIGHTS}
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A URL's user:password (up to its last "@", so a raw "@" or "/" in a password hides too), also with no scheme,
 # and the values of query parameters that carry keys.
@@ -48,6 +52,8 @@ class Settings:
     embed_model: str | None = None  # None: the bundled all-MiniLM-L6-v2
     embed_backend: str = "openvino"  # what runs it: "openvino" (no torch, falls back to torch) or "torch"
     llm_model: str | None = None  # None: the bundled SmolLM2-135M-Instruct GGUF
+    llm_runtime: str = "openvino"  # runs the local generator: "openvino" (falls back to transformers) or "transformers"
+    llm_weights: str = "f32"  # the OpenVINO export's weights: "f32" (the transformers runtime's text) or "int8"
     llm_base_url: str | None = None  # an OpenAI-compatible server: then llm_model is the *served* base model name
     llm_api_key: str | None = None
     llm_timeout: float = 60.0  # seconds llm_base_url may take to start an answer, retries included
@@ -72,8 +78,9 @@ class Settings:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not low <= timeout <= high:
             shown = f"{timeout:g}" if isinstance(timeout, float) else timeout  # "0", as it was written
             _fail("llm_timeout", shown, f"seconds, a number from {low:g} to {high:g}")
-        if self.embed_backend not in EMBED_BACKENDS:
-            _fail("embed_backend", self.embed_backend, " or ".join(EMBED_BACKENDS))
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                _fail(name, getattr(self, name), " or ".join(choices))
         if not _COLLECTION_NAME.match(self.collection):
             _fail("collection", self.collection, "1-64 letters, digits, '_' or '-'")
         for name in _URLS:
@@ -140,7 +147,7 @@ class Settings:
                 except ValueError:
                     low, high = LLM_TIMEOUT_RANGE
                     _fail(field.name, raw, f"seconds, a number from {low:g} to {high:g}")
-            elif field.name == "embed_backend":
+            elif field.name in _CHOICES:
                 values[field.name] = raw.lower()
             elif field.name == "local_llm" and raw.lower() in _NO:
                 continue  # "0" turns it off, like leaving it unset
