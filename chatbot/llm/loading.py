@@ -226,12 +226,16 @@ def convert_gguf(gguf_file: Path, target: Path) -> None:
         tokenizer.save_pretrained(staging)
 
 
+def generator_source(settings: Settings) -> tuple[str, Path]:
+    """The generator's name (adapters are matched against it) and its folder: `RAG_LLM_MODEL`, or bundled SmolLM2."""
+    if settings.llm_model:
+        return settings.llm_model, local_model_dir(settings.llm_model, "RAG_LLM_MODEL")
+    return BUNDLED_LLM_NAME, ensure_generator_cache(settings)[0]
+
+
 def load_generator(settings: Settings) -> LocalModel:
     """The generator: `RAG_LLM_MODEL` (a local HF causal-LM folder or cached id), or bundled SmolLM2."""
-    if settings.llm_model:
-        name, source = settings.llm_model, local_model_dir(settings.llm_model, "RAG_LLM_MODEL")
-    else:
-        name, (source, _) = BUNDLED_LLM_NAME, ensure_generator_cache(settings)
+    name, source = generator_source(settings)
     from transformers import AutoModelForCausalLM, AutoTokenizer  # imports torch
 
     try:

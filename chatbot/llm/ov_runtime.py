@@ -1,0 +1,275 @@
+"""The local generator on OpenVINO GenAI: 2-3x the transformers runtime's speed on a CPU, adapters per call.
+
+The model is the generator's folder exported once (`chatbot.llm.ov_export`); `LLMPipeline` runs it
+with every fitting LoRA adapter attached at load, and each call picks one with its scale (or none)
+in the call's `GenerationConfig`: no reload and no weights copied. OpenVINO does not read
+`adapter_config.json`, so the scale PEFT applies, `lora_alpha / r` (`/ sqrt(r)` with rsLoRA), is
+passed as the adapter's alpha. Inference runs in f32 (OpenVINO would pick bf16 where the CPU has
+it), so f32 weights give the transformers runtime's greedy text.
+
+The prompt is tokenized by the model's own Hugging Face tokenizer and the generated ids decoded by
+it (`LocalRuntime`), so both runtimes read and write the same tokens.
+
+An adapter card's `first_token_bias` (which lowers the refusal's first token) has no logits processor
+here. It can only change the greedy first token when that token is a biased one, and since the biases
+only lower, the biased argmax is among the k+1 likeliest tokens (k biased ones): a one-token beam
+search of k+1 beams gives exactly those with their log-probabilities. The first token is chosen from
+them, and generation goes on after it (one more pass over the prompt).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import openvino as ov
+import openvino_genai as genai
+from pydantic import Field, PrivateAttr
+
+from adapters.registry import CONFIG_FILE, WEIGHTS_FILE, Adapter
+from chatbot.core.config import Settings
+from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError, LoadError, RagtuneError, first_line
+from chatbot.core.files import files_fingerprint
+from chatbot.llm.base import CallOptions
+from chatbot.llm.loading import WEIGHT_SUFFIXES, generator_source
+from chatbot.llm.local import Emit, LocalChatModel, LocalRuntime
+from chatbot.llm.ov_export import ensure_export
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
+
+PROPERTIES = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def _scheduler() -> Any:
+    # No prefix cache: it keys a prompt's cached attention by its tokens alone, so a prompt run first without the
+    # adapter would hand its base-model keys and values to the same prompt run with it (measured: other text).
+    config = genai.SchedulerConfig()
+    config.enable_prefix_caching = False
+    return config
+
+
+@dataclass(frozen=True)
+class LoraAdapter:
+    """An adapter as OpenVINO applies it: its weights and the scale PEFT gives them."""
+
+    adapter: Any  # openvino_genai.Adapter
+    alpha: float
+
+
+def lora_scale(config: dict[str, Any]) -> float:
+    """The scale PEFT applies to a LoRA's update: lora_alpha / r, or lora_alpha / sqrt(r) with rsLoRA."""
+    rank = config["r"]
+    return config["lora_alpha"] / (math.sqrt(rank) if config.get("use_rslora") else rank)
+
+
+def openvino_problem(adapter: Adapter, bias: dict[str, float]) -> str | None:
+    """Why OpenVINO cannot apply `adapter` as PEFT does, or None when it can."""
+    try:
+        config = json.loads((adapter.path / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as error:
+        return f"adapter {adapter.name!r}: {CONFIG_FILE} is unreadable ({first_line(error)})"
+    reasons = []
+    if config.get("peft_type", "LORA") != "LORA":
+        reasons.append(f"it is a {config.get('peft_type')} adapter, not LoRA")
+    if config.get("use_dora"):
+        reasons.append("it uses DoRA")
+    if config.get("rank_pattern") or config.get("alpha_pattern"):
+        reasons.append("its layers have different ranks or alphas (one scale per adapter here)")
+    if config.get("modules_to_save"):
+        reasons.append("it also saves whole modules (modules_to_save)")
+    if any(value > 0 for value in bias.values()):
+        reasons.append("its card's first_token_bias raises a token (only lowering biases are applied here)")
+    if not reasons:
+        return None
+    return (
+        f"adapter {adapter.name!r} cannot run on OpenVINO: {'; '.join(reasons)}. "
+        "Set RAG_LLM_RUNTIME=transformers to use it."
+    )
+
+
+class OpenVinoChatModel(LocalRuntime):
+    """An exported causal LM on an OpenVINO GenAI `LLMPipeline`, with LoRA adapters switched per call."""
+
+    pipeline: Any = Field(exclude=True, repr=False)  # openvino_genai.LLMPipeline
+    loras: dict[str, LoraAdapter] = Field(default_factory=dict, exclude=True, repr=False)
+    eos_ids: list[int] = Field(default_factory=list)
+    weights: dict[str, Any] = Field(default_factory=dict)  # what identifies the weights (eval cache key)
+    # builds the same model on the transformers runtime, for what needs the logits (the probe, calibration)
+    scorer: Callable[[], LocalChatModel] | None = Field(default=None, exclude=True, repr=False)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _scoring: LocalChatModel | None = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "ragtune-openvino"
+
+    def adapter_names(self) -> list[str]:
+        """The adapters attached to the pipeline, each switchable per call."""
+        return list(self.loras)
+
+    def identity(self) -> dict[str, Any]:
+        """The source folder's files, the runtime and the weights' precision."""
+        return self.weights
+
+    def answer_loss(self, messages: list[dict[str, str]], answer: str, *, adapter: str | None = None) -> float:
+        """The answer's loss, measured on the transformers runtime (GenAI returns no logits)."""
+        return self._scorer().answer_loss(messages, answer, adapter=adapter)
+
+    def next_token_logprobs(self, messages: Sequence[BaseMessage], *, adapter: str | None = None) -> Any:
+        """The first token's log-probabilities, from the transformers runtime (see `LocalChatModel`)."""
+        return self._scorer().next_token_logprobs(messages, adapter=adapter)
+
+    def _scorer(self) -> LocalChatModel:
+        if self.scorer is None:
+            raise RagtuneError(
+                f"{self.model_name} on OpenVINO returns text, not logits, and has no transformers runtime to measure "
+                "with: build it with build_engine, or set RAG_LLM_RUNTIME=transformers."
+            )
+        with self._lock:
+            if self._scoring is None:
+                self._scoring = self.scorer()  # loads torch and the weights once, on first use
+            return self._scoring
+
+    def _check_adapter(self, name: str | None) -> None:
+        if name is not None and name not in self.loras:
+            raise AdapterNotFoundError(
+                f"No adapter named {name!r} is loaded; available: {', '.join(map(repr, self.loras)) or 'none'}. "
+                "Load the adapter first, or pick no adapter to use the base model."
+            )
+
+    @contextmanager
+    def _hold(self, adapter: str | None) -> Iterator[None]:
+        with self._lock:  # one generation at a time on one pipeline; the adapter is per call, not state
+            yield
+
+    def _eos_ids(self) -> list[int]:
+        return self.eos_ids
+
+    def _config(self, options: CallOptions, end_ids: list[int], **overrides: Any) -> Any:
+        config = genai.GenerationConfig()
+        config.max_new_tokens = options.max_new_tokens
+        config.do_sample = options.temperature > 0
+        if config.do_sample:
+            config.temperature = options.temperature
+        config.repetition_penalty = options.repetition_penalty
+        config.stop_token_ids = set(end_ids)
+        lora = self.loras.get(options.adapter or "")
+        config.adapters = genai.AdapterConfig() if lora is None else genai.AdapterConfig(lora.adapter, lora.alpha)
+        for name, value in overrides.items():
+            setattr(config, name, value)
+        return config
+
+    def _produce(self, ids: list[int], options: CallOptions, end_ids: list[int], emit: Emit) -> None:
+        if bias := self._bias_ids(options.adapter):
+            first = self._biased_first_token(ids, options, end_ids, bias)
+            if not emit(first) or first in end_ids or options.max_new_tokens == 1:
+                return
+            ids, options = [*ids, first], _fewer(options)
+        self.pipeline.generate(_inputs(ids), self._config(options, end_ids), _Streamer(emit))
+
+    def _biased_first_token(self, ids: list[int], options: CallOptions, end_ids: list[int], bias: dict) -> int:
+        """The first token greedy decoding picks once `bias` is added (see the module docstring)."""
+        if options.temperature > 0:
+            raise InvalidOptionError(
+                f"Adapter {options.adapter!r} has a first_token_bias, which OpenVINO applies to greedy answers "
+                "only: use temperature 0, or RAG_LLM_RUNTIME=transformers."
+            )
+        width = len(bias) + 1
+        config = self._config(options, end_ids, max_new_tokens=1, num_beams=width, num_return_sequences=width)
+        found = self.pipeline.generate(_inputs(ids), config)
+        candidates = [(tokens[0], score) for tokens, score in zip(found.tokens, found.scores, strict=True) if tokens]
+        return max(candidates, key=lambda pair: pair[1] + bias.get(pair[0], 0.0))[0]
+
+
+def _fewer(options: CallOptions) -> CallOptions:
+    return CallOptions(options.adapter, options.max_new_tokens - 1, options.temperature, options.repetition_penalty)
+
+
+def _inputs(ids: list[int]) -> Any:
+    array = np.array([ids], dtype=np.int64)
+    return genai.TokenizedInputs(ov.Tensor(array), ov.Tensor(np.ones_like(array)))
+
+
+class _Streamer(genai.StreamerBase):
+    """Hands each generated token id to `emit`; stops generation when it says so."""
+
+    def __init__(self, emit: Emit) -> None:
+        super().__init__()
+        self.emit = emit
+
+    def write(self, token: int | list[int]) -> Any:
+        for one in token if isinstance(token, list) else [token]:
+            if not self.emit(one):
+                return genai.StreamingStatus.STOP
+        return genai.StreamingStatus.RUNNING
+
+    def end(self) -> None:
+        pass
+
+
+def load_pipeline(folder: Path, adapters: list[Adapter]) -> tuple[Any, dict[str, LoraAdapter], dict[str, str]]:
+    """The exported model in an LLMPipeline with `adapters` attached, each with its PEFT scale; and why some were not."""
+    loras, problems = {}, {}
+    for adapter in adapters:
+        try:
+            scale = lora_scale(json.loads((adapter.path / CONFIG_FILE).read_text()))
+            loras[adapter.name] = LoraAdapter(genai.Adapter(str(adapter.path / WEIGHTS_FILE)), scale)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            problems[adapter.name] = (
+                f"adapter {adapter.name!r} in {adapter.path} could not be loaded ({first_line(error)}): "
+                "re-train it on this model, or remove the folder."
+            )
+    options = {"adapters": genai.AdapterConfig([lora.adapter for lora in loras.values()])} if loras else {}
+    try:
+        pipeline = genai.LLMPipeline(str(folder), "CPU", scheduler_config=_scheduler(), **options, **PROPERTIES)
+    except RuntimeError as error:
+        raise LoadError(f"OpenVINO could not load {folder} ({first_line(error)})") from error
+    return pipeline, loras, problems
+
+
+def build_openvino_chat_model(
+    settings: Settings,
+    adapters: list[Adapter],
+    biases: dict[str, dict[str, float]],
+    *,
+    max_new_tokens: int,
+    scorer: Callable[[], LocalChatModel] | None = None,
+) -> tuple[OpenVinoChatModel, dict[str, str]]:
+    """The generator the settings name on OpenVINO (exported once), with the `adapters` that fit it; and why not the rest."""
+    from transformers import AutoTokenizer  # the tokenizer only; no model weights go through torch here
+
+    name, source = generator_source(settings)
+    folder, _ = ensure_export(settings.cache_dir, source, settings.llm_weights)
+    problems = {
+        a.name: p for a in adapters if (p := a.problem_with(name) or openvino_problem(a, biases.get(a.name, {})))
+    }
+    pipeline, loras, unloadable = load_pipeline(folder, [a for a in adapters if a.name not in problems])
+    config = json.loads((source / "config.json").read_text())
+    generation = source / "generation_config.json"
+    eos = json.loads(generation.read_text()).get("eos_token_id") if generation.is_file() else None
+    model = OpenVinoChatModel(
+        pipeline=pipeline,
+        loras=loras,
+        tokenizer=AutoTokenizer.from_pretrained(source, local_files_only=True),
+        model_name=name,
+        context_window=config.get("max_position_embeddings"),
+        max_new_tokens=max_new_tokens,
+        first_token_bias={adapter: bias for adapter, bias in biases.items() if adapter in loras and bias},
+        eos_ids=[] if eos is None else eos if isinstance(eos, list) else [eos],
+        weights={
+            "source": str(source),
+            "files": files_fingerprint(source, WEIGHT_SUFFIXES),
+            "runtime": "openvino",
+            "weights": settings.llm_weights,
+        },
+        scorer=scorer,
+    )
+    return model, {**problems, **unloadable}
