@@ -66,3 +66,32 @@ def test_the_shipped_adapter_loads_on_the_bundled_model_and_changes_the_answer(e
     assert adapted.text != base.text and adapted.adapter == "support-rag"
     probe = tuned.probe("support-rag")
     assert probe["applied"] and probe["adapter_loss"] < probe["base_loss"]
+
+
+def test_openvino_gives_the_transformers_runtimes_greedy_text_with_the_shipped_adapter_and_without(
+    engine, bundled_cache, tmp_path
+):
+    from chatbot.build import _local_chat_model
+    from chatbot.llm.local import LocalChatModel
+    from chatbot.llm.ov_runtime import OpenVinoChatModel
+
+    settings = Settings(cache_dir=bundled_cache[0].cache_dir, adapters_dir=tmp_path)  # the shipped adapters only
+    runtimes = {name: _local_chat_model(replace(settings, llm_runtime=name)) for name in ("openvino", "transformers")}
+    assert isinstance(runtimes["openvino"][0], OpenVinoChatModel)
+    assert isinstance(runtimes["transformers"][0], LocalChatModel)
+    assert [(i.name, i.loaded) for i in runtimes["openvino"][1]] == [("support-rag", True)]
+    engines = {
+        name: ChatEngine(engine.retriever, model, adapters=adapters) for name, (model, adapters) in runtimes.items()
+    }
+    # an answerable question and one the adapter's calibrated first-token bias decides (q046 is abstained on
+    # before generating, so this one goes to the model: its refusal must hold on both runtimes)
+    questions = ["How do I void a label I printed by mistake?", "Can I pay for postage with PayPal?"]
+
+    for adapter in ("support-rag", None):
+        answers = {
+            name: [e.answer(q, adapter=adapter, abstain=False).text for q in questions] for name, e in engines.items()
+        }
+        assert answers["openvino"] == answers["transformers"]
+        assert all(answers["openvino"])
+    # what the probe measures comes from the transformers runtime's logits, on OpenVINO too
+    assert engines["openvino"].probe("support-rag")["applied"]

@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         questions = load_questions(args.questions)
-        with build_engine(Settings.from_env()) as engine:
+        # The transformers runtime: the margins are read off its logits (OpenVINO GenAI returns none).
+        with build_engine(replace(Settings.from_env(), llm_runtime="transformers")) as engine:
             info = next((info for info in engine.adapters() if info.name == args.adapter and info.loaded), None)
             if info is None or info.path is None:
                 names = ", ".join(repr(i.name) for i in engine.adapters() if i.loaded) or "none"
