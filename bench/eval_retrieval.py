@@ -4,11 +4,11 @@ Each knowledge base is ingested exactly as `rag-ingest` does it (the bundled
 all-MiniLM-L6-v2, chunks of the model's window), into a temporary local Qdrant
 folder (or `--store DIR`, which makes re-runs skip the embedding). Its chunks are
 then copied into two in-memory collections that differ only in their keyword
-vectors: the previous scheme (unstemmed words) and the current one (Snowball
-stems), so *before* (the previous defaults: RRF of dense and unstemmed keyword
-lists, no per-page cap, abstention at the constant cosine 0.40) and *after*
-(today's defaults, abstention at the collection's calibrated cut) are measured on
-the same chunks and vectors in the same run.
+vectors: words (the default) and Snowball stems (`stem=True`), so *before* (the
+previous defaults: RRF of the dense and keyword lists, no per-page cap,
+abstention at the constant cosine 0.40), *after* (today's defaults, abstention
+at the collection's calibrated cut) and the alternatives of the sweep are
+measured on the same chunks and vectors in the same run.
 
 Questions come from the question sets listed in bench/eval/splits.json, split
 once into a tuning half and a held-out half (bench/split_questions.py). A
@@ -25,12 +25,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
-import re
 import statistics
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +36,12 @@ from common import ROOT, SHARED_NOTE, emit, machine_line, table
 from qdrant_client import QdrantClient
 
 from chatbot.core.config import Settings
+from chatbot.core.errors import FingerprintMismatchError
 from chatbot.core.text import heading_path
 from chatbot.engine import ABSTAIN_THRESHOLD
 from chatbot.llm.loading import load_embeddings
 from chatbot.rag import abstain, sparse
-from chatbot.rag.retrieval import KEYWORD_WEIGHT, PER_SOURCE, Fusion, Hit, RetrievalMode, Retriever
+from chatbot.rag.retrieval import FUSION, KEYWORD_WEIGHT, PER_SOURCE, Fusion, Hit, RetrievalMode, Retriever
 from chatbot.rag.store import ChunkPoint, Store
 from ingest.pipeline import ingest_paths
 
@@ -71,17 +69,17 @@ class Config:
     """One way to retrieve: which keyword vectors, fusion, weight, per-page cap; and how abstention cuts."""
 
     name: str
-    keywords: str  # "legacy" or "stemmed"
+    keywords: str  # "words" (the default vectors) or "stemmed" (`sparse.document_vector(..., stem=True)`)
     mode: RetrievalMode = RetrievalMode.HYBRID
-    fusion: Fusion = Fusion.SCORE
+    fusion: Fusion = FUSION
     weight: float = KEYWORD_WEIGHT
     per_source: int | None = PER_SOURCE
     calibrated: bool = True  # False: the constant ABSTAIN_THRESHOLD
 
 
-BEFORE = Config("before", "legacy", fusion=Fusion.RRF, weight=1.0, per_source=None, calibrated=False)
-AFTER = Config("after", "stemmed")
-DENSE = Config("dense only", "stemmed", mode=RetrievalMode.DENSE, per_source=None, calibrated=False)
+BEFORE = Config("before", "words", fusion=Fusion.RRF, weight=1.0, per_source=None, calibrated=False)
+AFTER = Config("after", "words")
+DENSE = Config("dense only", "words", mode=RetrievalMode.DENSE, per_source=None, calibrated=False)
 
 
 def load_questions(kb: str) -> dict[str, list[Question]]:
@@ -96,19 +94,6 @@ def load_questions(kb: str) -> dict[str, list[Question]]:
                 sources = () if source is None else (source,) if isinstance(source, str) else tuple(source)
                 questions[item["id"]] = Question(item["id"], item["question"], sources)
     return {half: [questions[qid] for qid in split[half]] for half in HALVES}
-
-
-_WORD = re.compile(r"\w+")
-
-
-def legacy_vector(text: str, *, query: bool) -> tuple[list[int], list[float]]:
-    """The keyword vectors before stemming (sparse.py as it was), to measure the previous defaults."""
-    words = [w for w in _WORD.findall(text.lower()) if w not in sparse.STOP_WORDS]
-    if query:
-        indices = sorted({sparse.term_index(w) for w in words})
-        return indices, [1.0] * len(indices)
-    counts = Counter(sparse.term_index(w) for w in words)
-    return sorted(counts), [1.0 + math.log(counts[i]) for i in sorted(counts)]
 
 
 class CachedEmbeddings:
@@ -128,7 +113,7 @@ class CachedEmbeddings:
 
 @dataclass
 class Collection:
-    """A KB's chunks in two in-memory stores (legacy and stemmed keyword vectors), and its headings."""
+    """A KB's chunks in two in-memory stores (keyword vectors of words, and of stems), and its headings."""
 
     stores: dict[str, Store]
     headings: list[tuple[str, str]]
@@ -139,7 +124,10 @@ def build_collection(kb: Path, folder: Path, embeddings: Any, settings: Settings
     """Ingest as `rag-ingest` does, then copy the chunks into one in-memory store per keyword scheme."""
     store = Store.open(Settings(qdrant_path=folder))
     try:
-        report = ingest_paths([kb], settings, store=store, embeddings=embeddings.inner, recreate=True)
+        try:
+            report = ingest_paths([kb], settings, store=store, embeddings=embeddings.inner)
+        except FingerprintMismatchError:  # a --store folder from an older version: rebuild it
+            report = ingest_paths([kb], settings, store=store, embeddings=embeddings.inner, recreate=True)
         print(f"{kb.name}: {store.count()} chunks ({report.chunks} embedded, {report.seconds:.0f} s)", flush=True)
         points, offset = [], None
         while True:
@@ -153,7 +141,7 @@ def build_collection(kb: Path, folder: Path, embeddings: Any, settings: Settings
     finally:
         store.close()
     stores = {}
-    for scheme in ("legacy", "stemmed"):
+    for scheme in ("words", "stemmed"):
         copy = Store(QdrantClient(location=":memory:"), scheme)
         copy.create(fingerprint)
         copy.upsert(
@@ -170,12 +158,13 @@ def _embed_text(payload: dict[str, Any]) -> str:
 
 
 def _keywords(scheme: str, text: str) -> tuple[list[int], list[float]]:
-    return legacy_vector(text, query=False) if scheme == "legacy" else sparse.document_vector(text)
+    return sparse.document_vector(text) if scheme == "words" else sparse.document_vector(text, stem=True)
 
 
 def retriever(collection: Collection, embeddings: Any, config: Config) -> Retriever:
     """A retriever over the config's store, with its fusion, weight and cap."""
-    keywords = (lambda text: legacy_vector(text, query=True)) if config.keywords == "legacy" else sparse.query_vector
+    stem = config.keywords == "stemmed"
+    keywords = lambda text: sparse.query_vector(text, stem=stem)  # noqa: E731
     return Retriever(
         collection.stores[config.keywords],
         embeddings,
@@ -227,7 +216,7 @@ def cut_for(collection: Collection, embeddings: Any, config: Config, alpha: floa
     if not config.calibrated:
         return ABSTAIN_THRESHOLD
     if alpha not in collection.cuts:
-        calibration = abstain.calibrate(collection.stores["stemmed"], embeddings, collection.headings, alpha=alpha)
+        calibration = abstain.calibrate(collection.stores["words"], embeddings, collection.headings, alpha=alpha)
         collection.cuts[alpha] = calibration.threshold
     return collection.cuts[alpha]
 
@@ -247,7 +236,7 @@ def report(collections: dict, questions: dict, embeddings: Any) -> tuple[list[li
                 if config is AFTER and half == "heldout":
                     notes += [f"- {name}, held out, after: answerable questions whose page is not first:"]
                     notes += misses(questions[name][half], found)
-        record = abstain.calibrate(collection.stores["stemmed"], embeddings, collection.headings)
+        record = abstain.calibrate(collection.stores["words"], embeddings, collection.headings)
         notes.append(f"- {name}: calibration {record.to_json()}")
     return rows, notes
 
@@ -263,15 +252,13 @@ def misses(questions: list[Question], found: dict[str, list[Hit]]) -> list[str]:
 
 def sweep(collections: dict, questions: dict, embeddings: Any) -> list[str]:
     """The grid on the tuning halves of both KBs together: retrieval settings, then the calibration's alpha."""
-    configs = (
-        [BEFORE, DENSE]
-        + [
-            Config(f"{fusion.value} w={weight} cap={cap}", "stemmed", fusion=fusion, weight=weight, per_source=cap)
-            for fusion, weight, cap in itertools.product(Fusion, (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0), (None, 1, 2, 3))
-            if fusion is Fusion.SCORE or weight in (0.3, 0.5, 1.0)
-        ]
-        + [Config(f"legacy keywords, score w={w} cap=2", "legacy", weight=w, per_source=2) for w in (0.1, 0.2)]
-    )
+    grid = [(Fusion.SCORE, w) for w in (0.1, 0.2, 0.3)] + [(Fusion.RRF, w) for w in (0.5, 1.0, 1.5)]
+    configs = [BEFORE, DENSE] + [
+        Config(
+            f"{keywords} {fusion.value} w={weight} cap={cap}", keywords, fusion=fusion, weight=weight, per_source=cap
+        )
+        for keywords, (fusion, weight), cap in itertools.product(("words", "stemmed"), grid, (None, 1, 2))
+    ]
     rows = []
     for config in configs:
         per_kb = []
@@ -292,7 +279,7 @@ def sweep(collections: dict, questions: dict, embeddings: Any) -> list[str]:
     lines = ["### Sweep, tuning halves only (per KB: hit@5/MRR@5/all@5)", ""]
     lines += [table(("config", *collections, "mean hit@5", "mean MRR@5", "mean all@5"), rows), ""]
     alpha_rows = []
-    for alpha in (0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8):
+    for alpha in (0.3, 0.325, 0.35, 0.375, 0.4, 0.45, 0.5, 0.6):
         cells = []
         for name, collection in collections.items():
             found, _ = run(collection, embeddings, AFTER, questions[name]["tune"])
@@ -333,7 +320,7 @@ def main() -> None:
         "",
         f"Top {K}; hit/MRR/all over answerable questions; abstention = share below the cut (unanswerable: "
         "refused, higher is better; answerable: wrongly refused, lower is better); ms/q = retrieval alone, "
-        f"the question's embedding excluded. before = RRF, unstemmed keywords, no per-page cap, cut "
+        f"the question's embedding excluded. before = RRF, no per-page cap, cut "
         f"{ABSTAIN_THRESHOLD}; after = today's defaults, calibrated cut. {SHARED_NOTE}",
         "",
         table(headers, rows),

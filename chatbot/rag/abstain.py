@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 ABSTAIN_KEY = "ragtune_abstain"
 # The cut for a collection without a calibrated one (made before calibration existed): chosen on data/kb_qa.jsonl.
 DEFAULT_THRESHOLD = 0.40
-ALPHA = 0.5  # where the cut sits between off-topic (0) and heading questions (1): tuned, see the module doc
+ALPHA = 0.35  # where the cut sits between off-topic (0) and heading questions (1): tuned, see the module doc
 MAX_HEADINGS = 200  # questions from headings: enough for a stable median, few enough to embed in a second or two
 # Questions far from any product's help centre, in a customer's register: what the cut must refuse at the least.
 OFF_TOPIC = (
@@ -96,7 +96,8 @@ def calibrate(
     questions = heading_questions(headings)
     if not questions:
         return None
-    vectors = embeddings.embed_documents([*questions, *OFF_TOPIC])
+    # Embedded as queries, which they stand for (an instruction-tuned embedder treats the two differently).
+    vectors = [embeddings.embed_query(text) for text in [*questions, *OFF_TOPIC]]
     best = [_best_cosine(store, vector) for vector in vectors]
     on, off = statistics.median(best[: len(questions)]), statistics.median(best[len(questions) :])
     return Calibration(off + alpha * (on - off), on, off, len(questions), alpha)

@@ -2,20 +2,22 @@
 
 Two modes. *dense* ranks chunks by cosine similarity of sentence embeddings: it
 matches meaning across wording ("cancel my plan" ~ "end your subscription") but
-blurs exact tokens. *hybrid* also asks for the best chunks by keywords (stemmed
-sparse vectors, IDF weighted by the store) and fuses the two lists here, in
-Python, so every store engine ranks alike. Fusion is by score: a candidate's
-cosine (known for every candidate, since each match carries its dense vector)
-plus `keyword_weight` times its keyword score relative to the best keyword
-score. An error code such as "PW-4021" then lifts its page, while a weak keyword
-list can no longer drag a strong dense hit down the way rank fusion (RRF) did.
+blurs exact tokens. *hybrid* also asks for the best chunks by keywords (sparse
+vectors, IDF weighted by the store) and fuses the two lists here, in Python, so
+every store engine ranks alike: by reciprocal rank (RRF, the keyword list
+weighted by `keyword_weight`), or by score (`Fusion.SCORE`: a candidate's cosine,
+known for every candidate since each match carries its dense vector, plus the
+weight times its keyword score relative to the best). An error code such as
+"PW-4021" then lifts its page even when the embedding barely notices it.
 Then no page may fill more than `per_source` of the k places while other pages
 qualify: customers' questions often match one long page several times, and the
 right page was sixth behind three chunks of the same billing page.
 Defaults were chosen on the tuning halves of the sample KB's and a real help
-centre's question sets (bench/eval/splits.json); bench/eval_retrieval.py prints
-them against the held-out halves and against the previous defaults (RRF,
-unstemmed keywords, no per-page cap).
+centre's question sets (bench/eval/splits.json; `bench/eval_retrieval.py
+--sweep` prints the grid): the per-page cap of 1 is what helped; score fusion and
+stemmed keywords came within a question of it but no better, and are kept as
+options. bench/eval_retrieval.py prints the defaults against the held-out halves
+and against the previous ones (RRF without a cap).
 MMR (off by default) re-ranks the fused candidates by relevance and novelty.
 Whatever the mode, each hit carries `dense_score`, the cosine similarity of query
 and chunk, because that scale (unlike a fused score) means the same thing from
@@ -38,8 +40,8 @@ if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
 
 MIN_CANDIDATES = 20  # per list: fusion, the per-page cap and MMR need more than k candidates to choose from
-KEYWORD_WEIGHT = 0.1  # fused = cosine + weight * keyword score / best keyword score (tuned: bench/eval_retrieval.py)
-PER_SOURCE = 2  # at most this many chunks of one page in the top k while other pages qualify (None: no cap)
+KEYWORD_WEIGHT = 1.0  # the keyword list's weight in the fusion (tuned on the tuning halves: bench/eval_retrieval.py)
+PER_SOURCE = 1  # at most this many chunks of one page in the top k while other pages qualify (None: no cap)
 RRF_K = 2  # rank constant of `Fusion.RRF` (qdrant-client local mode's, the previous default)
 MMR_DIVERSITY = 0.5  # 0 is pure relevance, 1 pure novelty
 
@@ -49,6 +51,9 @@ class Fusion(StrEnum):
 
     SCORE = "score"  # cosine + weight * relative keyword score
     RRF = "rrf"  # weighted reciprocal rank: 1/(rank + RRF_K - 1) from dense, weight times that from keywords
+
+
+FUSION = Fusion.RRF  # the default (tuned with KEYWORD_WEIGHT and PER_SOURCE)
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ class Retriever:
         top_k: int = 4,
         score_threshold: float | None = None,
         mmr: bool = False,
-        fusion: Fusion | str = Fusion.SCORE,
+        fusion: Fusion | str = FUSION,
         keyword_weight: float = KEYWORD_WEIGHT,
         per_source: int | None = PER_SOURCE,
         keywords: Callable[[str], tuple[list[int], list[float]]] = sparse.query_vector,
@@ -165,13 +170,15 @@ def fuse(
     keyword: list[Match],
     query: Sequence[float],
     *,
-    fusion: Fusion = Fusion.SCORE,
+    fusion: Fusion = FUSION,
     weight: float = KEYWORD_WEIGHT,
 ) -> list[Ranked]:
     """The union of both lists, best first, each candidate with its fused score and cosine to `query`."""
     matches = {match.id: match for match in [*keyword, *dense]}
     cosine = {key: _dot(query, match.dense) for key, match in matches.items()}
-    if fusion is Fusion.RRF:
+    if not keyword:  # dense mode, or a query of stop words only: the cosine is the score
+        score = cosine
+    elif fusion is Fusion.RRF:
         score = dict.fromkeys(matches, 0.0)
         for weight_of_list, found in ((1.0, dense), (weight, keyword)):
             for rank, match in enumerate(found, 1):
@@ -186,7 +193,7 @@ def fuse(
 
 
 def limit_per_source(ranked: list[Ranked], k: int, per_source: int | None) -> list[Ranked]:
-    """The best `k`, at most `per_source` of one source while others qualify; then the rest, best first."""
+    """The best `k`, at most `per_source` of one source while others qualify, best first."""
     if per_source is None:
         return ranked[:k]
     chosen: list[Ranked] = []
@@ -201,22 +208,23 @@ def limit_per_source(ranked: list[Ranked], k: int, per_source: int | None) -> li
             deferred.append(item)
         if len(chosen) == k:
             return chosen
-    # Too few other pages qualify: the capped page's further chunks fill the list rather than leave it short.
-    return chosen + deferred[: k - len(chosen)]
+    # Too few other pages qualify: the capped pages' further chunks fill the list rather than leave it short.
+    filled = chosen + deferred[: k - len(chosen)]
+    return sorted(filled, key=lambda item: -item.score)  # stable: equal scores keep the fused order
 
 
 def mmr_order(ranked: list[Ranked], *, diversity: float = MMR_DIVERSITY) -> list[Ranked]:
-    """Maximal marginal relevance: each next pick trades its fused score against its likeness to those picked."""
-    if not ranked:
-        return []
-    top = max(item.score for item in ranked) or 1.0
+    """Maximal marginal relevance: each next pick trades its cosine to the query against its likeness to those picked.
+
+    Relevance is the cosine, as in Qdrant's MMR: a rank-based fused score has no scale to weigh likeness against.
+    """
     remaining = list(ranked)
     picked: list[Ranked] = []
     while remaining:
 
         def value(item: Ranked) -> float:
             likeness = max((_dot(item.match.dense, other.match.dense) for other in picked), default=0.0)
-            return (1 - diversity) * item.score / top - diversity * likeness
+            return (1 - diversity) * item.cosine - diversity * likeness
 
         best = max(remaining, key=value)
         picked.append(best)

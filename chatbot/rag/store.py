@@ -190,7 +190,7 @@ class Store:
         if found is not None and {**found, "sparse": expected.get("sparse")} == expected:
             raise FingerprintMismatchError(
                 f"Collection '{self.collection}' holds keyword vectors of the scheme {found.get('sparse')!r}, but "
-                f"this version of ragtune makes {expected.get('sparse')!r} (stemmed keywords): rebuild it with "
+                f"this version of ragtune makes {expected.get('sparse')!r}: rebuild it with "
                 "`rag-ingest --recreate` (or ingest into a new collection with --collection NAME)."
             )
         built = "no ragtune fingerprint (not made by rag-ingest)" if found is None else describe_fingerprint(found)
