@@ -8,8 +8,9 @@ store. `chatbot.build.build_engine` assembles one from the settings.
 
 A 135M model does not abstain when told to, so abstention does not ask it: when
 retrieval is on and the best passage's cosine similarity to the question is below
-a threshold calibrated on the sample question set, the engine answers "I don't
-know" itself, shows what it found, and generates nothing.
+the collection's threshold (calibrated from the collection itself when it was
+ingested, see `chatbot.rag.abstain`), the engine answers "I don't know" itself,
+shows what it found, and generates nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from chatbot.answer import Answer
 from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError
 from chatbot.core.text import heading_path
 from chatbot.options import AnswerOptions
+from chatbot.rag.abstain import DEFAULT_THRESHOLD, threshold
 from chatbot.rag.postprocess import (
     cited_numbers,
     cut_loop,
@@ -43,9 +45,7 @@ if TYPE_CHECKING:
     from chatbot.llm.remote import RemoteChatModel
     from chatbot.rag.store import Store
 
-# Best-passage cosine under which the engine abstains. On data/kb_qa.jsonl (bench/eval_retrieval.py)
-# it keeps all 43 answerable questions and refuses 3 of 6 unanswerable ones; calibrate per knowledge base.
-ABSTAIN_THRESHOLD = 0.40
+ABSTAIN_THRESHOLD = DEFAULT_THRESHOLD  # the cut for a collection without its own (re-ingest to calibrate it)
 DONT_KNOW = "I don't know. The help centre does not seem to cover this."
 STOP = ["\nQuestion:", "<context>"]
 _FOLLOW_UP = re.compile(r"\b(it|its|that|this|those|these|they|them|there|one|same|instead|also)\b", re.IGNORECASE)
@@ -78,7 +78,7 @@ class ChatEngine:
         chat_model: ChatModel,
         *,
         examples: Examples | None = None,
-        abstain_threshold: float = ABSTAIN_THRESHOLD,
+        abstain_threshold: float | None = None,
         history_tokens: int = 512,
         prompt_tokens: int = 2048,
         adapters: Sequence[AdapterInfo] | None = None,
@@ -90,7 +90,7 @@ class ChatEngine:
         loaded = chat_model.adapter_names()
         self._adapters = list(adapters) if adapters is not None else [AdapterInfo(name) for name in loaded]
         self.examples = examples or Examples.load()
-        self.abstain_threshold = abstain_threshold
+        self.abstain_threshold = abstain_threshold  # None: the collection's calibrated cut, else the constant
         self.history_tokens = history_tokens
         self.prompt_tokens = prompt_tokens
 
@@ -108,6 +108,18 @@ class ChatEngine:
     def store(self) -> Store:
         """The store the engine answers from (the page ingests through it: local Qdrant allows one client)."""
         return self.retriever.store
+
+    @property
+    def abstain_threshold(self) -> float:
+        """The cosine under which the engine abstains: the one given, else the collection's, else the constant."""
+        if self._abstain_threshold is not None:
+            return self._abstain_threshold
+        # Read on each use: re-ingesting (the page does it through this store) recalibrates the collection.
+        return threshold(self.store)[0]
+
+    @abstain_threshold.setter
+    def abstain_threshold(self, value: float | None) -> None:
+        self._abstain_threshold = value
 
     @property
     def model_name(self) -> str:
@@ -233,8 +245,9 @@ class ChatEngine:
         if not hits:
             return "retrieval found no passage"
         best = max(hit.dense_score for hit in hits)
-        if best < self.abstain_threshold:
-            return f"best passage similarity {best:.2f} is below the threshold {self.abstain_threshold:.2f}"
+        threshold = self.abstain_threshold
+        if best < threshold:
+            return f"best passage similarity {best:.2f} is below the threshold {threshold:.2f}"
         return None
 
     def _fit_prompt(

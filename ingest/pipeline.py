@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from chatbot.core.config import Settings
 from chatbot.core.errors import LoadError
 from chatbot.llm.loading import embed_model_name, embed_token_counter, load_embeddings
-from chatbot.rag import sparse
+from chatbot.rag import abstain, sparse
 from chatbot.rag.store import FILE, ChunkPoint, Store, file_key
 from ingest.loaders import SUPPORTED_SUFFIXES
 from ingest.split import ChunkerSettings, TokenCounter, embed_text
@@ -61,7 +61,8 @@ if TYPE_CHECKING:
 MAX_FILE_BYTES = 50 * 1024 * 1024
 BATCH_SIZE = 64
 WINDOW_BATCHES = 4  # files are embedded in groups of about this many batches, sorted by length within a group
-SPARSE_VERSION = "tf-idf-1"
+HEADINGS_PER_FILE = 20  # heading paths a file lends the abstention calibration (chatbot.rag.abstain)
+SPARSE_VERSION = f"tf-idf-{sparse.SCHEME}"  # in the fingerprint: other keyword vectors need a rebuild
 _POINT_NAMESPACE = uuid.UUID("6f1c3b52-9d1e-4a55-9f7a-2b0c5e8d7a10")
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -242,9 +243,13 @@ def run_ingest(
     if not dry_run:
         if recreate and store.exists():
             store.drop()
+        embeddings = None
         if writing or removed or refreshed:
             changes = Changes(writing, removed, refreshed, set(stored))
-            _write(store, manifest, changes, load_embeddings, expected, progress)
+            embeddings = _write(store, manifest, changes, load_embeddings, expected, progress)
+        # After any change, and once for a collection that has no cut yet (made before, or a killed run).
+        if writing or removed or (store.count() and abstain.stored_threshold(store) is None):
+            _recalibrate(store, embeddings, load_embeddings)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -290,6 +295,8 @@ def _file_chunks(
     # A root once ingested as a folder stays one when a single file of it is ingested.
     folder = item.root in scopes or (old.get("root") == item.root and bool(old.get("folder")))
     entry = {"source": item.source, "root": item.root, "folder": folder, "hash": file_hash, "chunks": len(chunks)}
+    headings = list(dict.fromkeys((c.metadata.get("title", ""), c.metadata.get("section", "")) for c in chunks))
+    entry["headings"] = [list(pair) for pair in headings[:HEADINGS_PER_FILE]]
     return FileChunks(item.key, entry, chunks)
 
 
@@ -306,13 +313,14 @@ def _write(
     load_embeddings: Callable[[], Embeddings],
     expected: dict[str, Any],
     progress: Progress,
-) -> None:
+) -> Embeddings | None:
+    """Store the changes; returns the embedder if it had to be loaded."""
     total = sum(len(file.chunks) for file in changes.writing)
     embeddings = load_embeddings() if total else None
     if embeddings is not None and not store.exists():
         store.create({**expected, "dim": len(embeddings.embed_query("dimension probe"))})
     if not store.exists():
-        return
+        return embeddings
     # Unlist before deleting: a file is listed only while all of its chunks are stored. A file about to
     # be replaced stays listed, and searchable, until its new chunks are stored; marking it stale makes
     # the next run finish a swap this one was killed in, even if the file has been put back as it was.
@@ -349,6 +357,17 @@ def _write(
                 progress("embed", done, total)
         if pending is not None:
             pending.result()
+    return embeddings
+
+
+def _recalibrate(store: Store, embeddings: Embeddings | None, load: Callable[[], Embeddings]) -> None:
+    """Set the collection's abstention cut from its headings, after anything in it changed."""
+    if not store.exists():
+        return
+    if store.count() and embeddings is None:
+        embeddings = load()  # only files were removed: the model was not needed until now
+    headings = [tuple(pair) for entry in store.manifest().values() for pair in entry.get("headings", ())]
+    abstain.recalibrate(store, embeddings, headings)
 
 
 def _windows(files: list[FileChunks]) -> Iterator[list[FileChunks]]:

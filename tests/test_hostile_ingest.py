@@ -280,7 +280,7 @@ def test_a_folder_of_hostile_files_ingests_its_good_page_and_lists_the_rest(tmp_
     store = Store.open(Settings.from_env())
     try:
         assert set(store.stored_sources()) == {"good.md", "tags.mdx"}
-        [hit] = store.search(FakeEmbeddings().embed_query("return an item within 30 days"), limit=1, candidates=10)
+        [hit] = store.search_dense(FakeEmbeddings().embed_query("return an item within 30 days"), limit=1)
         assert hit.payload["source"] == "good.md"
     finally:
         store.close()

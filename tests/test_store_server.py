@@ -62,11 +62,13 @@ def test_the_round_trip_is_the_same_in_memory_and_on_a_server(store):
     store.upsert([point(1, "a.md", [1, 0, 0, 0]), point(2, "a.md", [0, 1, 0, 0]), point(3, "b.md", [0, 0, 1, 0])])
     store.save_manifest({"a.md": {"hash": "x", "root": ".", "chunks": 2}})
 
-    best = store.search([1, 0.1, 0, 0], limit=2, candidates=20)
-    keyword = store.search([0, 0, 0.9, 0.1], ([3], [1.0]), limit=1, candidates=20, where={"source": ["b.md"]})
+    best = store.search_dense([1, 0.1, 0, 0], limit=2)
+    keyword = store.search_sparse(([3], [1.0]), limit=1, where={"source": ["b.md"]})
+    store.set_metadata_value("ragtune_note", {"cut": 0.5})
 
     assert [match.payload["text"] for match in best] == ["chunk 1 of a.md", "chunk 2 of a.md"]
-    assert keyword[0].payload["source"] == "b.md"
+    assert keyword[0].payload["source"] == "b.md" and store.search_sparse(([], []), limit=1) == []
+    assert store.metadata_value("ragtune_note") == {"cut": 0.5} and store.metadata_value("absent") is None
     assert store.stored_sources() == {"a.md": 2, "b.md": 1}
     assert store.fingerprint() == FINGERPRINT and store.manifest() == {"a.md": {"hash": "x", "root": ".", "chunks": 2}}
     store.delete_sources(["a.md"])

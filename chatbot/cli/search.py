@@ -13,6 +13,7 @@ import sys
 from chatbot.core.config import TOP_K_RANGE, Settings
 from chatbot.core.errors import InvalidOptionError, RagtuneError, SettingsError
 from chatbot.llm.loading import embed_model_name, load_embeddings
+from chatbot.rag.abstain import threshold
 from chatbot.rag.retrieval import Hit, RetrievalMode, Retriever
 from chatbot.rag.store import Store
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         store.check_embedding(embed_model_name(settings))
         retriever = Retriever(store, load_embeddings(settings), mode=args.mode, top_k=settings.top_k)
         hits = retriever.retrieve(args.query, k=args.k, sources=args.source)
+        cut, calibrated = threshold(store)
     except InvalidOptionError as error:
         print(f"rag-search: {error}", file=sys.stderr)
         return 2
@@ -67,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             store.close()
 
     if args.json:
-        print(json.dumps({"query": args.query, "mode": args.mode, "hits": [hit.to_json() for hit in hits]}))
+        shown = {"query": args.query, "mode": args.mode, "hits": [hit.to_json() for hit in hits]}
+        # The cut the chatbot would abstain under: the collection's calibrated one, else the built-in constant.
+        shown |= {"abstain_threshold": cut, "abstain_calibrated": calibrated}
+        print(json.dumps(shown))
     else:
         print(render(hits) if hits else "no hits (the filters may exclude every chunk)")
     return 0

@@ -187,6 +187,12 @@ class Store:
         found = self.fingerprint()
         if found == expected:
             return
+        if found is not None and {**found, "sparse": expected.get("sparse")} == expected:
+            raise FingerprintMismatchError(
+                f"Collection '{self.collection}' holds keyword vectors of the scheme {found.get('sparse')!r}, but "
+                f"this version of ragtune makes {expected.get('sparse')!r}: rebuild it with "
+                "`rag-ingest --recreate` (or ingest into a new collection with --collection NAME)."
+            )
         built = "no ragtune fingerprint (not made by rag-ingest)" if found is None else describe_fingerprint(found)
         raise FingerprintMismatchError(
             f"Collection '{self.collection}' was built with {built}, but the current settings give "
@@ -308,40 +314,34 @@ class Store:
         """Number of chunks stored."""
         return self.client.count(self.collection, exact=True).count if self.exists() else 0
 
-    def search(
+    def search_dense(
+        self, vector: Sequence[float], *, limit: int, where: dict[str, Sequence[str]] | None = None
+    ) -> list[Match]:
+        """The `limit` chunks nearest `vector` by cosine, best first; `where` maps a payload key to allowed values."""
+        return self._query(list(vector), DENSE, limit, where)
+
+    def search_sparse(
         self,
-        dense: Sequence[float],
-        sparse: tuple[list[int], list[float]] | None = None,
+        sparse: tuple[list[int], list[float]],
         *,
         limit: int,
-        candidates: int,
         where: dict[str, Sequence[str]] | None = None,
-        diversity: float | None = None,
     ) -> list[Match]:
-        """Best chunks first: by `dense` alone, or `dense` and `sparse` lists fused by RRF; `diversity` adds MMR.
+        """The `limit` chunks with the best IDF-weighted keyword dot product, best first; no terms, no hits."""
+        if not sparse[0]:  # a query of stop words only has no keyword list to offer
+            return []
+        return self._query(models.SparseVector(indices=sparse[0], values=sparse[1]), SPARSE, limit, where)
 
-        `candidates` is how many each list contributes (and MMR re-ranks); `where` maps a
-        payload key to the values it may take. Raises if the collection is missing or empty.
-        """
-        condition = _filter(where)
-        mmr = None if diversity is None else models.Mmr(diversity=diversity, candidates_limit=candidates)
-        nearest = models.NearestQuery(nearest=list(dense), mmr=mmr)
-        if sparse is None:
-            request: dict[str, Any] = {"query": nearest, "using": DENSE}
-        else:
-            lists = [models.Prefetch(query=list(dense), using=DENSE, limit=candidates, filter=condition)]
-            if sparse[0]:  # a query of stop words only has no keyword list to offer
-                keywords = models.SparseVector(indices=sparse[0], values=sparse[1])
-                lists.append(models.Prefetch(query=keywords, using=SPARSE, limit=candidates, filter=condition))
-            fused = models.FusionQuery(fusion=models.Fusion.RRF)
-            request = {"prefetch": lists, "query": fused}
-            if mmr is not None:
-                # MMR re-ranks the fused candidates by dense similarity and novelty.
-                pool = models.Prefetch(prefetch=lists, query=fused, limit=candidates)
-                request = {"prefetch": pool, "query": nearest, "using": DENSE}
+    def _query(self, query: Any, using: str, limit: int, where: dict[str, Sequence[str]] | None) -> list[Match]:
         try:
             points = self.client.query_points(
-                self.collection, **request, query_filter=condition, limit=limit, with_payload=True, with_vectors=[DENSE]
+                self.collection,
+                query=query,
+                using=using,
+                query_filter=_filter(where),
+                limit=limit,
+                with_payload=True,
+                with_vectors=[DENSE],
             ).points
         except (ValueError, UnexpectedResponse):  # local mode and a server say "not found" differently
             if not self.exists():
@@ -350,6 +350,14 @@ class Store:
         if not points:
             self.require_points()  # no hits at all: an empty collection, or filters that exclude everything
         return [Match(str(p.id), p.score, p.payload or {}, list(p.vector[DENSE])) for p in points]
+
+    def metadata_value(self, key: str) -> Any | None:
+        """A small JSON record stored with the collection under `key`, or None (no record, or no collection)."""
+        return self._metadata().get(key) if self.exists() else None
+
+    def set_metadata_value(self, key: str, value: Any) -> None:
+        """Store a small JSON record with the collection (it travels with it, like the manifest)."""
+        self.client.update_collection(self.collection, metadata={key: value})
 
     def require_points(self) -> None:
         """Raise `CollectionMissingError` unless the collection exists and holds chunks."""
