@@ -29,6 +29,7 @@ _WHOLE_NUMBERS = {
 LLM_TIMEOUT_RANGE = (0.1, 3600.0)
 _YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 EMBED_BACKENDS = ("openvino", "torch")
+QDRANT_ENGINES = ("edge", "local")  # in-process engine for RAG_QDRANT_PATH when no RAG_QDRANT_URL is set
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A URL's user:password (up to its last "@", so a raw "@" or "/" in a password hides too), also with no scheme,
 # and the values of query parameters that carry keys.
@@ -44,6 +45,7 @@ class Settings:
     qdrant_path: Path = Path(".ragtune/qdrant")
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
+    qdrant_engine: str = "edge"  # what keeps RAG_QDRANT_PATH: "edge" (Qdrant Edge, HNSW) or "local" (qdrant-client)
     collection: str = "kb"
     embed_model: str | None = None  # None: the bundled all-MiniLM-L6-v2
     embed_backend: str = "openvino"  # what runs it: "openvino" (no torch, falls back to torch) or "torch"
@@ -74,6 +76,8 @@ class Settings:
             _fail("llm_timeout", shown, f"seconds, a number from {low:g} to {high:g}")
         if self.embed_backend not in EMBED_BACKENDS:
             _fail("embed_backend", self.embed_backend, " or ".join(EMBED_BACKENDS))
+        if self.qdrant_engine not in QDRANT_ENGINES:
+            _fail("qdrant_engine", self.qdrant_engine, " or ".join(QDRANT_ENGINES))
         if not _COLLECTION_NAME.match(self.collection):
             _fail("collection", self.collection, "1-64 letters, digits, '_' or '-'")
         for name in _URLS:
@@ -140,7 +144,7 @@ class Settings:
                 except ValueError:
                     low, high = LLM_TIMEOUT_RANGE
                     _fail(field.name, raw, f"seconds, a number from {low:g} to {high:g}")
-            elif field.name == "embed_backend":
+            elif field.name in ("embed_backend", "qdrant_engine"):
                 values[field.name] = raw.lower()
             elif field.name == "local_llm" and raw.lower() in _NO:
                 continue  # "0" turns it off, like leaving it unset
