@@ -145,7 +145,8 @@ class EdgeCollection:
         if not self.exists():
             return {}
         hits = self._open_shard().facet(qe.FacetRequest(key, limit=1_000_000, exact=True)).hits
-        return {str(hit.value): hit.count for hit in hits}
+        # Edge's keyword index keeps a value whose points were all deleted, with a count of 0.
+        return {str(hit.value): hit.count for hit in hits if hit.count}
 
     def count(self) -> int:
         return self._open_shard().count(qe.CountRequest(exact=True)) if self.exists() else 0
