@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import shutil
+import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -54,6 +55,9 @@ class EdgeCollection:
         _remove_staging_leftovers(self.folder)  # a migration or drop killed half-way (we hold the lock)
         self._records: dict[str, Any] | None = self._read_records()
         self._shard: qe.EdgeShard | None = None
+        # The app's sessions share one store from several threads: the shard itself is safe to share, but
+        # opening it twice would trip over its own WAL lock, and two record writes must not interleave.
+        self._guard = threading.RLock()
         if self._records is None and _local_collection(self.root, collection).is_dir():
             self._migrate()
 
@@ -70,11 +74,12 @@ class EdgeCollection:
         return dict(self._records or {})
 
     def update_metadata(self, values: dict[str, Any]) -> None:
-        # Points before the records that list them: a crash after the flush loses at most this update.
-        self._open_shard().flush()
-        records = {**(self._records or {}), **values}
-        atomic_write_text(self.folder / RECORDS, json.dumps(records, sort_keys=True))
-        self._records = records
+        with self._guard:
+            # Points before the records that list them: a crash after the flush loses at most this update.
+            self._open_shard().flush()
+            records = {**(self._records or {}), **values}
+            atomic_write_text(self.folder / RECORDS, json.dumps(records, sort_keys=True))
+            self._records = records
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -108,14 +113,17 @@ class EdgeCollection:
             self._shard = None
 
     def _open_shard(self) -> qe.EdgeShard:
-        if self._shard is None:
-            try:
-                self._shard = qe.EdgeShard.load(str(self.folder / "shard"))
-            except Exception as error:  # qdrant_edge raises plain Exception
-                raise StoreError(
-                    f"cannot open the Qdrant Edge collection at {self.folder} ({error}): rebuild it with "
-                    "`rag-ingest --recreate`."
-                ) from error
+        with self._guard:
+            return self._shard or self._load_shard()
+
+    def _load_shard(self) -> qe.EdgeShard:
+        try:
+            self._shard = qe.EdgeShard.load(str(self.folder / "shard"))
+        except Exception as error:  # qdrant_edge raises plain Exception
+            raise StoreError(
+                f"cannot open the Qdrant Edge collection at {self.folder} ({error}): rebuild it with "
+                "`rag-ingest --recreate`."
+            ) from error
         return self._shard
 
     # -- points ------------------------------------------------------------------------------------------
