@@ -30,7 +30,8 @@ import qdrant_edge as qe
 
 from chatbot.core.errors import StoreError, StoreLockedError
 from chatbot.core.files import atomic_folder, atomic_write_text
-from chatbot.rag.store import DENSE, FILE, RRF_K, SPARSE, ChunkPoint, Match, Selector
+from chatbot.rag._client import open_local_client
+from chatbot.rag._points import DENSE, FILE, RRF_K, SPARSE, ChunkPoint, Match, Selector
 
 RECORDS = "ragtune.json"
 MIGRATE_BATCH = 1_000
@@ -59,7 +60,11 @@ class EdgeCollection:
         # opening it twice would trip over its own WAL lock, and two record writes must not interleave.
         self._guard = threading.RLock()
         if self._records is None and _local_collection(self.root, collection).is_dir():
-            self._migrate()
+            try:
+                self._migrate()
+            except BaseException:
+                self._unlock()  # no store to close: let the next open (or process) try again at once
+                raise
 
     # -- the collection's records ------------------------------------------------------------------------
 
@@ -239,10 +244,6 @@ class EdgeCollection:
         if self._marker().exists():
             return
         shutil.rmtree(self.folder, ignore_errors=True)  # a create killed before its records (we hold the lock)
-        from qdrant_client import QdrantClient  # only for the one-off copy
-
-        from chatbot.rag.store import open_local_client
-
         client = open_local_client(self.root)
         try:
             if not client.collection_exists(self.collection):
@@ -269,8 +270,7 @@ class EdgeCollection:
             self._marker().touch()
             self._records = self._read_records()
         finally:
-            if isinstance(client, QdrantClient):
-                client.close()
+            client.close()
 
 
 def _copy_points(client: Any, collection: str, shard: qe.EdgeShard) -> None:

@@ -21,33 +21,29 @@ from __future__ import annotations
 
 import atexit
 import json
-import warnings
 import weakref
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qdrant_client import QdrantClient, models
+from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from chatbot.core.config import Settings, redact_url
-from chatbot.core.errors import CollectionMissingError, FingerprintMismatchError, StoreError, StoreLockedError
+from chatbot.core.errors import CollectionMissingError, FingerprintMismatchError, StoreError
+from chatbot.rag._client import ClientEngine, open_local_client
+from chatbot.rag._points import FILE, ChunkPoint, Match, Selector, select
 
 if TYPE_CHECKING:
     from chatbot.rag._edge import EdgeCollection
 
-DENSE = "dense"
-SPARSE = "sparse"
 MANIFEST_KEY = "ragtune_manifest"
 FINGERPRINT_KEY = "ragtune_fingerprint"
 UPDATED_KEY = "ragtune_updated"
 FORMAT_KEY = "ragtune_format"
 FORMAT = 2  # 1 (no key): manifest keyed by source; 2: keyed by file, points carry FILE
-FILE = "file"
 _RESERVED_KEYS = (MANIFEST_KEY, FINGERPRINT_KEY, UPDATED_KEY, FORMAT_KEY)
-RRF_K = 2  # Qdrant's reciprocal rank fusion constant (server and qdrant-client), which Edge is given too
 SERVER_TIMEOUT = 30  # seconds per request to a Qdrant server: room for a waited-for batch upsert on a busy one
 
 
@@ -58,20 +54,6 @@ def open_client(settings: Settings, *, location: str | None = None) -> QdrantCli
     if settings.qdrant_url:
         return _server_client(settings)
     return open_local_client(settings.qdrant_path)
-
-
-def open_local_client(folder: Path) -> QdrantClient:
-    """qdrant-client's local mode on `folder`, or `StoreLockedError` if another process holds it."""
-    try:
-        return QdrantClient(path=str(folder))
-    except RuntimeError as error:
-        if "already accessed" not in str(error):
-            raise
-        raise StoreLockedError(
-            f"The local Qdrant store {folder} is in use by another process (probably the "
-            "running app): local mode allows one process per folder. Stop the app and run again, re-ingest "
-            "from the app's Knowledge base page, or use a Qdrant server (RAG_QDRANT_URL)."
-        ) from error
 
 
 def _server_client(settings: Settings) -> QdrantClient:
@@ -102,181 +84,6 @@ def _server_client(settings: Settings) -> QdrantClient:
     return client
 
 
-@dataclass(frozen=True)
-class Match:
-    """A stored chunk a search found: its id, the search's score, its payload and dense vector."""
-
-    id: str
-    score: float
-    payload: dict[str, Any]
-    dense: list[float]
-
-
-@dataclass(frozen=True)
-class ChunkPoint:
-    """One chunk ready to store: its id, vectors and payload."""
-
-    id: str
-    dense: Sequence[float]
-    sparse: tuple[list[int], list[float]]
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Selector:
-    """Which points an update or a search touches, in words every engine translates to its own filter.
-
-    Each `match` key must take one of its values; `missing` names a payload key the point must not
-    have; points whose id is in `keep_ids` are left out.
-    """
-
-    match: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    missing: str | None = None
-    keep_ids: tuple[str, ...] = ()
-
-
-def select(where: Mapping[str, Iterable[str]] | None) -> Selector | None:
-    """The selector for `where` (payload key -> values it may take); keys with no values do not narrow."""
-    match = tuple((key, tuple(sorted(set(values)))) for key, values in (where or {}).items() if values)
-    return Selector(match=match) if match else None
-
-
-class _ClientEngine:
-    """One collection through qdrant-client: in memory, a local folder (brute force, one process) or a server."""
-
-    def __init__(self, client: QdrantClient, collection: str, shards: int | None, replicas: int | None) -> None:
-        self.client = client
-        self.collection = collection
-        self.shards = shards
-        self.replicas = replicas
-
-    def exists(self) -> bool:
-        return self.client.collection_exists(self.collection)
-
-    def metadata(self) -> dict[str, Any]:
-        return self.client.get_collection(self.collection).config.metadata or {}
-
-    def update_metadata(self, values: dict[str, Any]) -> None:
-        self.client.update_collection(self.collection, metadata=values)  # merged into what is there
-
-    def create(self, dim: int, metadata: dict[str, Any]) -> None:
-        self.client.create_collection(
-            self.collection,
-            vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
-            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-            metadata=metadata,
-            # Payload (the chunk text) stays on disk on a server, so RAM holds vectors and indexes;
-            # HNSW keeps the server's defaults (m=16, ef_construct=100). Local mode ignores all three.
-            on_disk_payload=True,
-            shard_number=self.shards,
-            replication_factor=self.replicas,
-        )
-        for key in ("source", "section", FILE):  # a server needs them for filters and facets
-            self.create_index(key)
-
-    def create_index(self, key: str) -> None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Payload indexes have no effect")  # local mode says so
-            self.client.create_payload_index(self.collection, key, models.PayloadSchemaType.KEYWORD)
-
-    def drop(self) -> None:
-        self.client.delete_collection(self.collection)
-
-    def close(self) -> None:
-        self.client.close()
-
-    def upsert(self, points: Sequence[ChunkPoint]) -> None:
-        structs = [
-            models.PointStruct(
-                id=point.id,
-                vector={
-                    DENSE: list(point.dense),
-                    SPARSE: models.SparseVector(indices=point.sparse[0], values=point.sparse[1]),
-                },
-                payload=point.payload,
-            )
-            for point in points
-        ]
-        if structs:
-            self.client.upsert(self.collection, points=structs, wait=True)
-
-    def delete(self, selector: Selector) -> None:
-        self.client.delete(self.collection, points_selector=_filter(selector), wait=True)
-
-    def set_payload(self, selector: Selector, payload: dict[str, Any]) -> None:
-        self.client.set_payload(self.collection, payload, _filter(selector), wait=True)
-
-    def facet(self, key: str) -> dict[str, int]:
-        hits = self.client.facet(self.collection, key=key, limit=1_000_000, exact=True).hits
-        return {str(hit.value): hit.count for hit in hits}
-
-    def count(self) -> int:
-        return self.client.count(self.collection, exact=True).count
-
-    def optimize(self) -> None:
-        """Nothing to do: a server optimizes in the background, local mode has no index."""
-
-    def records(self) -> Iterator[ChunkPoint]:
-        offset = None
-        while True:
-            batch, offset = self.client.scroll(
-                self.collection, limit=1_000, offset=offset, with_payload=True, with_vectors=True
-            )
-            for record in batch:
-                vectors = record.vector if isinstance(record.vector, dict) else {}
-                keywords = vectors.get(SPARSE)
-                sparse = (list(keywords.indices), list(keywords.values)) if keywords is not None else ([], [])
-                yield ChunkPoint(str(record.id), list(vectors.get(DENSE, [])), sparse, record.payload or {})
-            if offset is None:
-                return
-
-    def search_dense(self, vector: Sequence[float], *, limit: int, where: Selector | None) -> list[Match]:
-        return self._query(query=list(vector), using=DENSE, query_filter=_filter(where), limit=limit)
-
-    def search_sparse(
-        self, sparse: tuple[list[int], list[float]], *, limit: int, where: Selector | None
-    ) -> list[Match]:
-        keywords = models.SparseVector(indices=list(sparse[0]), values=list(sparse[1]))
-        return self._query(query=keywords, using=SPARSE, query_filter=_filter(where), limit=limit)
-
-    def search_fused(
-        self,
-        dense: Sequence[float],
-        sparse: tuple[list[int], list[float]] | None,
-        *,
-        limit: int,
-        candidates: int,
-        where: Selector | None,
-        diversity: float | None,
-    ) -> list[Match]:
-        condition = _filter(where)
-        mmr = None if diversity is None else models.Mmr(diversity=diversity, candidates_limit=candidates)
-        nearest = models.NearestQuery(nearest=list(dense), mmr=mmr)
-        if sparse is None:
-            return self._query(query=nearest, using=DENSE, query_filter=condition, limit=limit)
-        lists = [models.Prefetch(query=list(dense), using=DENSE, limit=candidates, filter=condition)]
-        if sparse[0]:  # a query of stop words only has no keyword list to offer
-            keywords = models.SparseVector(indices=sparse[0], values=sparse[1])
-            lists.append(models.Prefetch(query=keywords, using=SPARSE, limit=candidates, filter=condition))
-        fused = models.FusionQuery(fusion=models.Fusion.RRF)
-        if mmr is None:
-            return self._query(prefetch=lists, query=fused, query_filter=condition, limit=limit)
-        # MMR re-ranks the fused candidates by dense similarity and novelty.
-        pool = models.Prefetch(prefetch=lists, query=fused, limit=candidates)
-        return self._query(prefetch=pool, query=nearest, using=DENSE, query_filter=condition, limit=limit)
-
-    def _query(self, **request: Any) -> list[Match]:
-        try:
-            points = self.client.query_points(
-                self.collection, **request, with_payload=True, with_vectors=[DENSE]
-            ).points
-        except (ValueError, UnexpectedResponse):  # local mode and a server say "not found" differently
-            if not self.exists():
-                return []
-            raise
-        return [Match(str(p.id), p.score, p.payload or {}, list(p.vector[DENSE])) for p in points]
-
-
 # Stores not closed yet, closed at interpreter exit: a store a script leaves open (an engine in a global,
 # say) is otherwise closed by QdrantClient.__del__ during shutdown, when the imports its close needs fail
 # with an ImportError traceback.
@@ -304,8 +111,10 @@ class Store:
         shards: int | None = None,
         replicas: int | None = None,
     ) -> None:
+        if client is None:  # what `store.client` is on Edge: open another collection with `Store.open` or `edge`
+            raise TypeError("Store needs a QdrantClient or an EdgeCollection, not None")
         if isinstance(client, QdrantClient):
-            self.engine: _ClientEngine | EdgeCollection = _ClientEngine(client, collection, shards, replicas)
+            self.engine: ClientEngine | EdgeCollection = ClientEngine(client, collection, shards, replicas)
         else:
             self.engine = client
         self.collection = collection
@@ -329,7 +138,7 @@ class Store:
     @property
     def client(self) -> QdrantClient | None:
         """The qdrant-client underneath, or None for Edge."""
-        return self.engine.client if isinstance(self.engine, _ClientEngine) else None
+        return self.engine.client if isinstance(self.engine, ClientEngine) else None
 
     def close(self) -> None:
         """Release the engine (and the folder's lock)."""
@@ -549,18 +358,6 @@ def _upgrade_manifest(legacy: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
         file_key(entry["root"], source): {**entry, "source": source, "folder": "/" in source}
         for source, entry in legacy.items()
     }
-
-
-def _filter(selector: Selector | None) -> models.Filter | None:
-    if selector is None:
-        return None
-    must: list[models.Condition] = [
-        models.FieldCondition(key=key, match=models.MatchAny(any=list(values))) for key, values in selector.match
-    ]
-    if selector.missing is not None:
-        must.append(models.IsEmptyCondition(is_empty=models.PayloadField(key=selector.missing)))
-    must_not = [models.HasIdCondition(has_id=list(selector.keep_ids))] if selector.keep_ids else None
-    return models.Filter(must=must, must_not=must_not)
 
 
 def describe_fingerprint(fingerprint: dict[str, Any]) -> str:
