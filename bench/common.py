@@ -32,7 +32,7 @@ SHARED_NOTE = (
     "single timings move by 10-40% between runs here (the raw encode before/after spread shows how much), "
     "so read ratios measured in the same run, not absolute numbers, and a ratio only to within that spread."
 )
-PACKAGES = ("torch", "transformers", "sentence-transformers", "qdrant-client", "langchain-qdrant")
+PACKAGES = ("torch", "transformers", "sentence-transformers", "qdrant-client", "qdrant-edge-py", "langchain-qdrant")
 
 
 def cpu_model() -> str:

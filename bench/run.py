@@ -24,6 +24,7 @@ BENCHMARKS = {
     "models": "bench_models.py",
     "embed": "bench_embed.py",
     "retrieval": "bench_retrieval.py",
+    "store": "bench_store.py",
     "generation": "bench_generation.py",
     "runtime": "bench_runtime.py",
 }

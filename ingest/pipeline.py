@@ -357,6 +357,7 @@ def _write(
                 progress("embed", done, total)
         if pending is not None:
             pending.result()
+    store.optimize()  # Edge builds its HNSW index when asked, once the bulk of the writing is done
     return embeddings
 
 

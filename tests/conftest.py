@@ -40,3 +40,27 @@ def tiny_folder(tmp_path_factory):
     write_tiny_llama_gguf(folder / "tiny.gguf")
     models.convert_gguf(folder / "tiny.gguf", folder / "model")
     return folder / "model"
+
+
+# The engines every store-level test runs on: qdrant-client (in memory; local mode and a server share its
+# code path) and Qdrant Edge (the embedded default), so a behaviour that differs between them fails a test.
+STORE_ENGINES = ("memory", "edge")
+
+
+def new_store(engine: str, folder):
+    """An empty collection 'kb' on `engine` ("memory", "local" or "edge"); Edge and local mode keep it in `folder`."""
+    from qdrant_client import QdrantClient
+
+    from chatbot.rag.store import Store
+
+    if engine == "memory":
+        return Store(QdrantClient(location=":memory:"), "kb")
+    return Store.open(Settings(qdrant_path=folder, qdrant_engine=engine))
+
+
+@pytest.fixture(params=STORE_ENGINES)
+def store(request, tmp_path):
+    """A fresh collection on each engine in `STORE_ENGINES` (a test module may define its own `store`)."""
+    store = new_store(request.param, tmp_path / "store")
+    yield store
+    store.close()

@@ -344,8 +344,10 @@ def test_build_engine_refuses_a_collection_another_embedding_model_built(tmp_pat
         embed_model="acme/embed-a",
         count_tokens=count_words,
     )
-    Store(store.client, "empty").create({"embed_model": "acme/embed-a", "dim": 16, "chunker": {}})
     store.close()
+    empty = Store.open(Settings(qdrant_path=tmp_path / "q"), "empty")
+    empty.create({"embed_model": "acme/embed-a", "dim": 16, "chunker": {}})
+    empty.close()
 
     with pytest.raises(FingerprintMismatchError) as caught:
         build_engine(Settings(qdrant_path=tmp_path / "q", embed_model="acme/embed-b"))

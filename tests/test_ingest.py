@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from fakes import FakeEmbeddings, count_words
-from qdrant_client import QdrantClient, models
+from qdrant_client import QdrantClient
 
 from chatbot.core.config import Settings
 from chatbot.core.errors import FingerprintMismatchError, StoreLockedError
@@ -45,20 +46,12 @@ def ingest(root: Path, store: Store, embeddings: FakeEmbeddings | None = None, *
 
 
 def points(store: Store) -> dict[str, dict]:
-    records, _ = store.client.scroll(store.collection, limit=10_000, with_payload=True)
-    return {str(record.id): record.payload for record in records}
+    return {point.id: point.payload for point in store.records()}
 
 
 def listed(store: Store) -> set[str]:
     """The sources the manifest lists (its keys are the files' paths)."""
     return {entry["source"] for entry in store.manifest().values()}
-
-
-@pytest.fixture
-def store():
-    store = Store(QdrantClient(location=":memory:"), "kb")
-    yield store
-    store.close()
 
 
 def test_first_ingest_stores_every_chunk_with_its_metadata(tmp_path, store):
@@ -190,10 +183,11 @@ def test_dry_run_reports_the_plan_and_writes_nothing(tmp_path, store):
     assert embeddings.calls == [] and points(store) == before
 
 
-def test_an_ingest_killed_between_batches_ends_exact_after_a_rerun(tmp_path, monkeypatch):
+@pytest.mark.parametrize("engine", ["edge", "local"])
+def test_an_ingest_killed_between_batches_ends_exact_after_a_rerun(tmp_path, monkeypatch, engine):
     monkeypatch.setattr(pipeline, "BATCH_SIZE", 2)
     root = write_tree(tmp_path / "kb", PAGES)
-    settings = Settings(qdrant_path=tmp_path / "qdrant")
+    settings = Settings(qdrant_path=tmp_path / "qdrant", qdrant_engine=engine)
     store = Store.open(settings)
     with pytest.raises(KeyboardInterrupt):
         ingest(root, store, FakeEmbeddings(fail_on_call=3))
@@ -276,8 +270,8 @@ def make_old_format(store: Store) -> None:
     legacy = {
         e["source"]: {"hash": e["hash"], "root": e["root"], "chunks": e["chunks"]} for e in store.manifest().values()
     }
-    store.client.delete_payload(store.collection, ["file"], models.Filter(must=[]))
-    store.client.update_collection(store.collection, metadata={MANIFEST_KEY: legacy, FORMAT_KEY: None})
+    store.upsert(replace(p, payload={k: v for k, v in p.payload.items() if k != "file"}) for p in store.records())
+    store.engine.update_metadata({MANIFEST_KEY: legacy, FORMAT_KEY: None})
 
 
 def test_a_manifest_in_the_old_format_is_read_and_upgraded(tmp_path, store):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeEmbeddings, count_words
-from qdrant_client import QdrantClient
 
 from chatbot.cli import search as cli_search
 from chatbot.core.config import Settings
@@ -66,13 +65,6 @@ def embeddings() -> FakeEmbeddings:
 
 
 @pytest.fixture
-def store():
-    store = Store(QdrantClient(location=":memory:"), "kb")
-    yield store
-    store.close()
-
-
-@pytest.fixture
 def retriever(tmp_path, store, embeddings) -> Retriever:
     fill(store, write_tree(tmp_path / "kb", HELP_CENTRE), embeddings)
     return Retriever(store, embeddings)
@@ -89,8 +81,8 @@ def test_a_hit_carries_its_chunk_and_both_scores(retriever, embeddings):
     assert (hit.source, hit.title, hit.section) == ("billing.md", "Billing", "Refunds")
     assert hit.text == "Refunds take 5 days to reach your card."
     assert hit.page is None
-    stored = retriever.store.client.retrieve("kb", [hit.chunk_id], with_payload=True)
-    assert stored[0].payload["text"] == hit.text
+    stored = {point.id: point.payload for point in retriever.store.records()}
+    assert stored[hit.chunk_id]["text"] == hit.text
     # The embedded text is the heading path, then the text; dense_score is its cosine with the query.
     expected = cosine(
         embeddings.embed_query("refunds take 5 days"), embeddings.embed_query(f"Billing > Refunds\n{hit.text}")

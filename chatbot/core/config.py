@@ -29,10 +29,16 @@ _WHOLE_NUMBERS = {
 LLM_TIMEOUT_RANGE = (0.1, 3600.0)
 _YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 EMBED_BACKENDS = ("openvino", "torch")
+QDRANT_ENGINES = ("edge", "local")  # in-process engine for RAG_QDRANT_PATH when no RAG_QDRANT_URL is set
 LLM_RUNTIMES = ("openvino", "transformers")
 LLM_WEIGHTS = ("f32", "int8")
 # Settings that take one of a few words (matched case-insensitively).
-_CHOICES = {"embed_backend": EMBED_BACKENDS, "llm_runtime": LLM_RUNTIMES, "llm_weights": LLM_WEIGHTS}
+_CHOICES = {
+    "embed_backend": EMBED_BACKENDS,
+    "qdrant_engine": QDRANT_ENGINES,
+    "llm_runtime": LLM_RUNTIMES,
+    "llm_weights": LLM_WEIGHTS,
+}
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # A URL's user:password (up to its last "@", so a raw "@" or "/" in a password hides too), also with no scheme,
 # and the values of query parameters that carry keys.
@@ -48,6 +54,7 @@ class Settings:
     qdrant_path: Path = Path(".ragtune/qdrant")
     qdrant_url: str | None = None
     qdrant_api_key: str | None = None
+    qdrant_engine: str = "edge"  # what keeps RAG_QDRANT_PATH: "edge" (Qdrant Edge, HNSW) or "local" (qdrant-client)
     collection: str = "kb"
     embed_model: str | None = None  # None: the bundled all-MiniLM-L6-v2
     embed_backend: str = "openvino"  # what runs it: "openvino" (no torch, falls back to torch) or "torch"

@@ -1,11 +1,13 @@
-"""The one module that talks to Qdrant: local folder, in-memory, or server, same code path.
+"""The one module that talks to Qdrant: Qdrant Edge in-process (the default), or qdrant-client's local folder,
+in-memory or server mode; the same `Store` API over each (Edge's own calls live in `_edge`).
 
 A collection holds one point per chunk, with a named dense vector and a named
 sparse (keyword) vector. Its metadata carries two small records: the embedding
 *fingerprint* (model, dimension, chunker settings) that every writer must match,
 and the *manifest* (file -> source, root, content hash, chunk count) that makes
 re-ingestion incremental. Keeping both inside the collection means they travel
-with it to a server and can never disagree with a side file.
+with it to a server; Edge has no collection metadata, so there they sit in a file
+beside the shard, written only after the shard is flushed.
 
 A file's identity is its path, the folder it was ingested from joined with its
 `source` (see `file_key`): two folders may both hold a `guide.md`, so `source`
@@ -18,47 +20,40 @@ before files had an identity (manifest keyed by `source`, points without
 from __future__ import annotations
 
 import atexit
-import warnings
+import json
 import weakref
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qdrant_client import QdrantClient, models
+from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from chatbot.core.config import Settings, redact_url
-from chatbot.core.errors import CollectionMissingError, FingerprintMismatchError, StoreError, StoreLockedError
+from chatbot.core.errors import CollectionMissingError, FingerprintMismatchError, StoreError
+from chatbot.rag._client import ClientEngine, open_local_client
+from chatbot.rag._points import FILE, ChunkPoint, Match, Selector, select
 
-DENSE = "dense"
-SPARSE = "sparse"
+if TYPE_CHECKING:
+    from chatbot.rag._edge import EdgeCollection
+
 MANIFEST_KEY = "ragtune_manifest"
 FINGERPRINT_KEY = "ragtune_fingerprint"
 UPDATED_KEY = "ragtune_updated"
 FORMAT_KEY = "ragtune_format"
 FORMAT = 2  # 1 (no key): manifest keyed by source; 2: keyed by file, points carry FILE
-FILE = "file"
+_RESERVED_KEYS = (MANIFEST_KEY, FINGERPRINT_KEY, UPDATED_KEY, FORMAT_KEY)
 SERVER_TIMEOUT = 30  # seconds per request to a Qdrant server: room for a waited-for batch upsert on a busy one
 
 
 def open_client(settings: Settings, *, location: str | None = None) -> QdrantClient:
-    """A Qdrant client for the settings: server if `RAG_QDRANT_URL`, else the local folder (or `location`)."""
+    """A qdrant-client for the settings: server if `RAG_QDRANT_URL`, else local mode's folder (or `location`)."""
     if location is not None:
         return QdrantClient(location=location)
     if settings.qdrant_url:
         return _server_client(settings)
-    try:
-        return QdrantClient(path=str(settings.qdrant_path))
-    except RuntimeError as error:
-        if "already accessed" not in str(error):
-            raise
-        raise StoreLockedError(
-            f"The local Qdrant store {settings.qdrant_path} is in use by another process (probably the "
-            "running app): local mode allows one process per folder. Stop the app and run again, re-ingest "
-            "from the app's Knowledge base page, or use a Qdrant server (RAG_QDRANT_URL)."
-        ) from error
+    return open_local_client(settings.qdrant_path)
 
 
 def _server_client(settings: Settings) -> QdrantClient:
@@ -89,26 +84,6 @@ def _server_client(settings: Settings) -> QdrantClient:
     return client
 
 
-@dataclass(frozen=True)
-class Match:
-    """A stored chunk a search found: its id, the search's score, its payload and dense vector."""
-
-    id: str
-    score: float
-    payload: dict[str, Any]
-    dense: list[float]
-
-
-@dataclass(frozen=True)
-class ChunkPoint:
-    """One chunk ready to store: its id, vectors and payload."""
-
-    id: str
-    dense: Sequence[float]
-    sparse: tuple[list[int], list[float]]
-    payload: dict[str, Any]
-
-
 # Stores not closed yet, closed at interpreter exit: a store a script leaves open (an engine in a global,
 # say) is otherwise closed by QdrantClient.__del__ during shutdown, when the imports its close needs fail
 # with an ImportError traceback.
@@ -122,65 +97,86 @@ def _close_open_stores() -> None:
 
 
 class Store:
-    """One collection in one Qdrant client; `shards` and `replicas` lay out a new collection on a cluster."""
+    """One collection in one engine: a qdrant-client (in memory, local folder, server) or a Qdrant Edge shard.
+
+    `Store(client, name)` wraps a qdrant-client; `Store.edge(folder, name)` opens Edge; `Store.open(settings)`
+    picks as the settings say. `shards` and `replicas` lay out a new collection on a cluster.
+    """
 
     def __init__(
-        self, client: QdrantClient, collection: str, *, shards: int | None = None, replicas: int | None = None
+        self,
+        client: QdrantClient | EdgeCollection,
+        collection: str,
+        *,
+        shards: int | None = None,
+        replicas: int | None = None,
     ) -> None:
-        self.client = client
+        if client is None:  # what `store.client` is on Edge: open another collection with `Store.open` or `edge`
+            raise TypeError("Store needs a QdrantClient or an EdgeCollection, not None")
+        if isinstance(client, QdrantClient):
+            self.engine: ClientEngine | EdgeCollection = ClientEngine(client, collection, shards, replicas)
+        else:
+            self.engine = client
         self.collection = collection
-        self.shards = shards
-        self.replicas = replicas
         _open_stores.add(self)
 
     @classmethod
     def open(cls, settings: Settings, collection: str | None = None) -> Store:
         """Open the configured store and collection (the collection may not exist yet)."""
-        return cls(
-            open_client(settings),
-            collection or settings.collection,
-            shards=settings.qdrant_shards,
-            replicas=settings.qdrant_replicas,
-        )
+        name = collection or settings.collection
+        if settings.qdrant_url or settings.qdrant_engine == "local":
+            return cls(open_client(settings), name, shards=settings.qdrant_shards, replicas=settings.qdrant_replicas)
+        return cls.edge(settings.qdrant_path, name)
+
+    @classmethod
+    def edge(cls, folder: Path, collection: str) -> Store:
+        """The collection in Qdrant Edge under `folder` (`RAG_QDRANT_PATH`), migrated once from local mode."""
+        from chatbot.rag._edge import EdgeCollection  # it imports this module's types
+
+        return cls(EdgeCollection(Path(folder), collection), collection)
+
+    @property
+    def client(self) -> QdrantClient | None:
+        """The qdrant-client underneath, or None for Edge."""
+        return self.engine.client if isinstance(self.engine, ClientEngine) else None
 
     def close(self) -> None:
-        """Release the client (and the local folder's lock)."""
+        """Release the engine (and the folder's lock)."""
         _open_stores.discard(self)
-        self.client.close()
+        self.engine.close()
 
     def exists(self) -> bool:
         """Whether the collection has been created."""
-        return self.client.collection_exists(self.collection)
+        return self.engine.exists()
 
     def _metadata(self) -> dict[str, Any]:
-        return self.client.get_collection(self.collection).config.metadata or {}
+        return self.engine.metadata() if self.exists() else {}
 
     def fingerprint(self) -> dict[str, Any] | None:
         """The fingerprint the collection was built with, or None if it has none."""
-        return self._metadata().get(FINGERPRINT_KEY) if self.exists() else None
+        return self._metadata().get(FINGERPRINT_KEY)
 
     def create(self, fingerprint: dict[str, Any]) -> None:
         """Create the collection for vectors of `fingerprint["dim"]` dimensions."""
-        self.client.create_collection(
-            self.collection,
-            vectors_config={DENSE: models.VectorParams(size=fingerprint["dim"], distance=models.Distance.COSINE)},
-            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-            metadata={FINGERPRINT_KEY: fingerprint, MANIFEST_KEY: {}, FORMAT_KEY: FORMAT},
-            # Payload (the chunk text) stays on disk on a server, so RAM holds vectors and indexes;
-            # HNSW keeps the server's defaults (m=16, ef_construct=100). Local mode ignores all three.
-            on_disk_payload=True,
-            shard_number=self.shards,
-            replication_factor=self.replicas,
-        )
-        with warnings.catch_warnings():
-            # A server needs indexes for source/section filters and facets; local mode ignores them, and says so.
-            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-            for key in ("source", "section", FILE):
-                self.client.create_payload_index(self.collection, key, models.PayloadSchemaType.KEYWORD)
+        metadata = {FINGERPRINT_KEY: fingerprint, MANIFEST_KEY: {}, FORMAT_KEY: FORMAT}
+        self.engine.create(fingerprint["dim"], metadata)
 
     def drop(self) -> None:
         """Delete the collection and everything in it."""
-        self.client.delete_collection(self.collection)
+        self.engine.drop()
+
+    def metadata_value(self, key: str) -> Any | None:
+        """A small JSON record stored with the collection under `key`, or None."""
+        return self._metadata().get(key)
+
+    def set_metadata_value(self, key: str, value: Any) -> None:
+        """Store a small JSON record with the collection (it travels with it, and `--recreate` drops it)."""
+        if key in _RESERVED_KEYS:
+            raise StoreError(f"metadata key {key!r} is ragtune's own: pick another name.")
+        json.dumps(value)  # raises TypeError now, not half-way into an engine, for a value JSON cannot hold
+        if not self.exists():
+            raise self._missing()
+        self.engine.update_metadata({key: value})
 
     def check_fingerprint(self, expected: dict[str, Any]) -> None:
         """Raise if the collection was built with a different embedding model or chunker."""
@@ -219,91 +215,64 @@ class Store:
 
     def manifest(self) -> dict[str, dict[str, Any]]:
         """file -> {"source", "root", "folder", "hash", "chunks"} for every ingested file (see `file_key`)."""
-        return _manifest_of(self._metadata()) if self.exists() else {}
+        return _manifest_of(self._metadata())
 
     def save_manifest(self, manifest: dict[str, dict[str, Any]]) -> None:
-        """Replace the manifest, and note when."""
+        """Replace the manifest, and note when (after every write before it is durable)."""
         updated = datetime.now(UTC).isoformat(timespec="seconds")
-        metadata = {MANIFEST_KEY: manifest, FORMAT_KEY: FORMAT, UPDATED_KEY: updated}
-        self.client.update_collection(self.collection, metadata=metadata)
+        self.engine.update_metadata({MANIFEST_KEY: manifest, FORMAT_KEY: FORMAT, UPDATED_KEY: updated})
 
     def upgrade(self) -> None:
         """Rewrite a collection of the old format (manifest keyed by source) so its points carry their file.
 
         Safe to repeat: a run killed half-way leaves the old manifest, and the next run starts over.
         """
-        if not self.exists() or self._metadata().get(FORMAT_KEY) == FORMAT:
+        metadata = self._metadata()
+        if not metadata or metadata.get(FORMAT_KEY) == FORMAT:
             return
-        legacy = self._metadata().get(MANIFEST_KEY, {})
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-            self.client.create_payload_index(self.collection, FILE, models.PayloadSchemaType.KEYWORD)
+        legacy = metadata.get(MANIFEST_KEY, {})
+        self.engine.create_index(FILE)
         for source, entry in legacy.items():
             # The old manifest kept `source` unique in the collection, so it names this file's points alone.
-            selector = models.Filter(must=[_match("source", [source])])
-            self.client.set_payload(self.collection, {FILE: file_key(entry["root"], source)}, selector, wait=True)
+            self.engine.set_payload(Selector(match=(("source", (source,)),)), {FILE: file_key(entry["root"], source)})
         # Points still without a file were never listed: leftovers of a killed run, which the next run rewrites.
-        unlisted = models.Filter(must=[models.IsEmptyCondition(is_empty=models.PayloadField(key=FILE))])
-        self.client.delete(self.collection, points_selector=unlisted, wait=True)
+        self.engine.delete(Selector(missing=FILE))
         self.save_manifest(_upgrade_manifest(legacy))
 
     def upsert(self, points: Iterable[ChunkPoint]) -> None:
         """Write points (same id = overwrite, so a re-run never duplicates)."""
-        structs = [
-            models.PointStruct(
-                id=point.id,
-                vector={
-                    DENSE: list(point.dense),
-                    SPARSE: models.SparseVector(indices=point.sparse[0], values=point.sparse[1]),
-                },
-                payload=point.payload,
-            )
-            for point in points
-        ]
-        if structs:
-            self.client.upsert(self.collection, points=structs, wait=True)
+        self.engine.upsert(list(points))
 
     def delete_sources(self, sources: Iterable[str]) -> None:
         """Delete every chunk of the given sources (in every folder)."""
-        if sources := set(sources):
-            self._delete(models.Filter(must=[_match("source", sources)]))
+        if selector := select({"source": sources}):
+            self.engine.delete(selector)
 
     def delete_files(self, files: Iterable[str]) -> None:
         """Delete every chunk of the given files (manifest keys)."""
-        if files := set(files):
-            self._delete(models.Filter(must=[_match(FILE, files)]))
+        if selector := select({FILE: files}):
+            self.engine.delete(selector)
 
     def delete_stale(self, file: str, keep: Collection[str]) -> None:
         """Delete the chunks of `file` whose ids are not in `keep`: what its previous version left."""
-        others = [models.HasIdCondition(has_id=list(keep))] if keep else None
-        self._delete(models.Filter(must=[_match(FILE, [file])], must_not=others))
-
-    def _delete(self, selector: models.Filter) -> None:
-        self.client.delete(self.collection, points_selector=selector, wait=True)
+        self.engine.delete(Selector(match=((FILE, (file,)),), keep_ids=tuple(sorted(keep))))
 
     def stored_sources(self) -> dict[str, int]:
         """source -> number of chunks actually stored, whichever folder they came from."""
-        return self._facet("source")
+        return self.engine.facet("source") if self.exists() else {}
 
     def stored_files(self) -> dict[str, int]:
         """file -> number of chunks actually stored (finds leftovers the manifest does not list)."""
         # A collection of the old format has no file key (nor, on a server, the index a facet needs).
-        return self._facet(FILE) if self.exists() and self._metadata().get(FORMAT_KEY) == FORMAT else {}
-
-    def _facet(self, key: str) -> dict[str, int]:
-        if not self.exists():
-            return {}
-        hits = self.client.facet(self.collection, key=key, limit=1_000_000, exact=True).hits
-        return {str(hit.value): hit.count for hit in hits}
+        return self.engine.facet(FILE) if self._metadata().get(FORMAT_KEY) == FORMAT else {}
 
     def stats(self) -> dict[str, Any]:
         """What the collection holds: chunks, sources, how it was embedded, when it last changed."""
-        exists = self.exists()
-        metadata = self._metadata() if exists else {}
+        metadata = self._metadata()
         fingerprint = metadata.get(FINGERPRINT_KEY)
         return {
             "collection": self.collection,
-            "exists": exists,
+            "exists": self.exists(),
             "chunks": self.count(),
             "sources": sorted(entry["source"] for entry in _manifest_of(metadata).values()),
             "embedding": describe_fingerprint(fingerprint) if fingerprint else None,
@@ -312,52 +281,39 @@ class Store:
 
     def count(self) -> int:
         """Number of chunks stored."""
-        return self.client.count(self.collection, exact=True).count if self.exists() else 0
+        return self.engine.count() if self.exists() else 0
+
+    def records(self) -> Iterator[ChunkPoint]:
+        """Every stored chunk with its vectors and payload, in no particular order."""
+        return self.engine.records() if self.exists() else iter(())
+
+    def optimize(self) -> None:
+        """Build the search indexes after a bulk write (Edge does it only when asked; others need nothing)."""
+        self.engine.optimize()
 
     def search_dense(
-        self, vector: Sequence[float], *, limit: int, where: dict[str, Sequence[str]] | None = None
+        self, vector: Sequence[float], *, limit: int, where: Mapping[str, Sequence[str]] | None = None
     ) -> list[Match]:
-        """The `limit` chunks nearest `vector` by cosine, best first; `where` maps a payload key to allowed values."""
-        return self._query(list(vector), DENSE, limit, where)
+        """The `limit` chunks nearest `vector` by cosine, best first; `where` maps a payload key to its values."""
+        return self._found(self.engine.search_dense(vector, limit=limit, where=select(where)))
 
     def search_sparse(
         self,
         sparse: tuple[list[int], list[float]],
         *,
         limit: int,
-        where: dict[str, Sequence[str]] | None = None,
+        where: Mapping[str, Sequence[str]] | None = None,
     ) -> list[Match]:
-        """The `limit` chunks with the best IDF-weighted keyword dot product, best first; no terms, no hits."""
-        if not sparse[0]:  # a query of stop words only has no keyword list to offer
+        """The `limit` best keyword matches (IDF-weighted dot product), best first; no keywords, no matches."""
+        if not sparse[0]:
+            self.require_points()
             return []
-        return self._query(models.SparseVector(indices=sparse[0], values=sparse[1]), SPARSE, limit, where)
+        return self._found(self.engine.search_sparse(sparse, limit=limit, where=select(where)))
 
-    def _query(self, query: Any, using: str, limit: int, where: dict[str, Sequence[str]] | None) -> list[Match]:
-        try:
-            points = self.client.query_points(
-                self.collection,
-                query=query,
-                using=using,
-                query_filter=_filter(where),
-                limit=limit,
-                with_payload=True,
-                with_vectors=[DENSE],
-            ).points
-        except (ValueError, UnexpectedResponse):  # local mode and a server say "not found" differently
-            if not self.exists():
-                raise self._missing() from None
-            raise
-        if not points:
+    def _found(self, matches: list[Match]) -> list[Match]:
+        if not matches:
             self.require_points()  # no hits at all: an empty collection, or filters that exclude everything
-        return [Match(str(p.id), p.score, p.payload or {}, list(p.vector[DENSE])) for p in points]
-
-    def metadata_value(self, key: str) -> Any | None:
-        """A small JSON record stored with the collection under `key`, or None (no record, or no collection)."""
-        return self._metadata().get(key) if self.exists() else None
-
-    def set_metadata_value(self, key: str, value: Any) -> None:
-        """Store a small JSON record with the collection (it travels with it, like the manifest)."""
-        self.client.update_collection(self.collection, metadata={key: value})
+        return matches
 
     def require_points(self) -> None:
         """Raise `CollectionMissingError` unless the collection exists and holds chunks."""
@@ -390,19 +346,6 @@ def _upgrade_manifest(legacy: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
     }
 
 
-def _match(key: str, values: Iterable[str]) -> models.FieldCondition:
-    return models.FieldCondition(key=key, match=models.MatchAny(any=sorted(set(values))))
-
-
-def _filter(where: dict[str, Sequence[str]] | None) -> models.Filter | None:
-    conditions = [
-        models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
-        for key, values in (where or {}).items()
-        if values
-    ]
-    return models.Filter(must=conditions) if conditions else None
-
-
 def describe_fingerprint(fingerprint: dict[str, Any]) -> str:
     """A short human description, e.g. 'all-MiniLM-L6-v2 (384-d), chunks of 254 tokens'."""
     chunker = fingerprint.get("chunker", {})
@@ -412,4 +355,4 @@ def describe_fingerprint(fingerprint: dict[str, Any]) -> str:
     )
 
 
-__all__ = ["ChunkPoint", "Match", "Store", "StoreError", "file_key", "open_client"]
+__all__ = ["ChunkPoint", "Match", "Selector", "Store", "StoreError", "file_key", "open_client", "open_local_client"]
