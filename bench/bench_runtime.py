@@ -38,6 +38,7 @@ from chatbot.rag.prompts import Examples
 from chatbot.rag.retrieval import Retriever
 
 ADAPTER = "support-rag"
+BASELINE = "transformers f32"
 LLAMA_CPP_TOK_S = 61.0
 RUNTIMES = {
     "transformers f32": {"llm_runtime": "transformers"},
@@ -97,84 +98,52 @@ def switch_cost(chat: Any, calls: int) -> dict[str, float]:
     return costs
 
 
-def main() -> None:
-    args = parse_args("OpenVINO GenAI vs transformers: end-to-end answer, decode, adapter switch, cold start, parity.")
-    runs, parity_limit, calls = (1, 6, 6) if args.quick else (3, None, 20)
-    settings = Settings()
-    embeddings = load_embeddings(settings)
-    with tempfile.TemporaryDirectory(prefix="bench-runtime-") as folder:
-        store = ingest_sample_kb(Path(folder), embeddings)
-        models = {}
-        for label, overrides in RUNTIMES.items():
-            print(f"loading {label}...", flush=True)
-            models[label] = chat_model(settings, overrides)
-        engines = {
-            label: ChatEngine(Retriever(store, embeddings, top_k=settings.top_k), model, examples=Examples.load())
-            for label, (model, _) in models.items()
-        }
-        question = questions(None)[0]["question"]
-
-        print("end to end...", flush=True)
-        e2e: dict[str, list[float]] = {label: [] for label in engines}
-        lengths: dict[str, int] = {}
-        for engine in engines.values():
-            engine.answer(question, adapter=ADAPTER)  # warm-up
-        for _ in range(runs):
-            for label, engine in engines.items():
-                started = time.perf_counter()
-                answer = engine.answer(question, adapter=ADAPTER)
-                e2e[label].append(time.perf_counter() - started)
-                lengths[label] = answer.usage.get("output_tokens", 0)
-
-        print("decode at a long prompt...", flush=True)
-        base_chat = models["transformers f32"][0]
-        long_prompt = sized_prompt(base_chat, 1500, question, sample_chunks())
-        decode = {}
-        for label, (model, _) in models.items():
-            one_run(model, long_prompt, adapter=ADAPTER, max_new_tokens=64)
-            found = [one_run(model, long_prompt, adapter=ADAPTER, max_new_tokens=64) for _ in range(runs)]
-            decode[label] = tuple(statistics.median(values) for values in zip(*found, strict=True))
-
-        print("adapter switching on OpenVINO...", flush=True)
-        switching = switch_cost(models["OpenVINO f32"][0], calls)
-
-        print("parity on data/kb_qa.jsonl...", flush=True)
-        rows = questions(parity_limit)
-        parity = {}
-        for adapter in (ADAPTER, None):
-            reference = engine_answers(engines["transformers f32"], rows, adapter)
+def speed(models: dict, engines: dict, runs: int, calls: int, folder: Path, embeddings: Any) -> list[str]:
+    """The end-to-end, decode, adapter-switch and cold-start tables (markdown lines)."""
+    question = questions(None)[0]["question"]
+    print("end to end...", flush=True)
+    e2e: dict[str, list[float]] = {label: [] for label in engines}
+    lengths: dict[str, int] = {}
+    for engine in engines.values():
+        engine.answer(question, adapter=ADAPTER)  # warm-up
+    for _ in range(runs):  # interleaved, so load drifting on a shared machine falls on all alike
+        for label, engine in engines.items():
             started = time.perf_counter()
-            found = engine_answers(engines["OpenVINO f32"], rows, adapter)
-            ov_seconds = time.perf_counter() - started
-            same = sum(a.text == b.text for a, b in zip(reference, found, strict=True))
-            parity[adapter or "base"] = (same, len(rows), ov_seconds)
-        store.close()  # the engines share it
+            answer = engine.answer(question, adapter=ADAPTER)
+            e2e[label].append(time.perf_counter() - started)
+            lengths[label] = answer.usage.get("output_tokens", 0)
 
-        print("cold starts...", flush=True)
-        qdrant = Path(folder) / "cold"
-        ingest_sample_kb(qdrant, embeddings).close()
-        cold = {label: cold_start(overrides, qdrant) for label, overrides in RUNTIMES.items()}
+    print("decode at a long prompt...", flush=True)
+    base_chat = models[BASELINE][0]
+    long_prompt = sized_prompt(base_chat, 1500, question, sample_chunks())
+    found: dict[str, list[tuple]] = {label: [] for label in models}
+    for model, _ in models.values():
+        one_run(model, long_prompt, adapter=ADAPTER, max_new_tokens=64)  # warm-up
+    for _ in range(runs):
+        for label, (model, _) in models.items():
+            found[label].append(one_run(model, long_prompt, adapter=ADAPTER, max_new_tokens=64))
+    decode = {label: tuple(statistics.median(v) for v in zip(*values, strict=True)) for label, values in found.items()}
 
-    baseline = "transformers f32"
+    print("adapter switching on OpenVINO...", flush=True)
+    switching = switch_cost(models["OpenVINO f32"][0], calls)
+
+    print("cold starts...", flush=True)
+    qdrant = folder / "cold"
+    ingest_sample_kb(qdrant, embeddings).close()
+    cold = {label: cold_start(overrides, qdrant) for label, overrides in RUNTIMES.items()}
+
+    base_seconds = statistics.median(e2e[BASELINE])
     e2e_rows = [
-        [label, f"{statistics.median(values):.2f}", lengths[label], f"{statistics.median(e2e[baseline]) / statistics.median(values):.2f}x"]
+        [label, f"{statistics.median(values):.2f}", lengths[label], f"{base_seconds / statistics.median(values):.2f}x"]
         for label, values in e2e.items()
-    ]  # fmt: skip
+    ]
     decode_rows = [
-        [label, f"{ttft * 1e3:.0f}", f"{rate:.1f}", f"{rate / decode[baseline][1]:.2f}x", f"{rate / LLAMA_CPP_TOK_S:.2f}x",
+        [label, f"{ttft * 1e3:.0f}", f"{rate:.1f}", f"{rate / decode[BASELINE][1]:.2f}x", f"{rate / LLAMA_CPP_TOK_S:.2f}x",
          f"{models[label][1]:.2f}", f"{cold[label]:.1f}"]
         for label, (ttft, rate, _, _) in decode.items()
     ]  # fmt: skip
     constant = (switching["off"] + switching["on"]) / 2
-    parity_rows = [
-        [name, f"{same}/{total} ({same / total:.0%})", f"{seconds / total:.2f}"]
-        for name, (same, total, seconds) in parity.items()
-    ]
-    lines = [
-        "## Runtimes: OpenVINO GenAI vs transformers",
-        "",
-        f"Machine: {machine_line()}.",
-        "",
+    return [
         f"End to end: `ChatEngine.answer` on {question!r} (retrieval on, adapter {ADAPTER}, greedy, max_new_tokens "
         f"160), median wall seconds of {runs} after one warm-up; output tokens show the answers are the same length.",
         "",
@@ -194,16 +163,58 @@ def main() -> None:
         f"{switching['off'] * 1e3:.1f}, kept on {switching['on'] * 1e3:.1f}, alternating "
         f"{switching['alternating'] * 1e3:.1f}: switching costs {(switching['alternating'] - constant) * 1e3:+.1f} ms "
         "a call over the mean of the constant two.",
-        "",
-        f"Parity: greedy answers of `ChatEngine.answer` (retrieval on, zero-shot) on OpenVINO f32 equal to the "
-        f"transformers runtime's, word for word, over {'the first ' + str(parity_limit) + ' questions of ' if parity_limit else ''}"
-        "data/kb_qa.jsonl; seconds per answer on OpenVINO.",
-        "",
-        table(("adapter", "same text", "OpenVINO s/answer"), parity_rows),
-        "",
-        f"- {SHARED_NOTE}",
     ]
-    emit("\n".join(lines), args.out)
+
+
+def parity(engines: dict, limit: int | None) -> list[str]:
+    """The parity table: OpenVINO f32's greedy answers against the transformers runtime's (markdown lines)."""
+    print("parity on data/kb_qa.jsonl...", flush=True)
+    rows = questions(limit)
+    found = {}
+    for adapter in (ADAPTER, None):
+        reference = engine_answers(engines[BASELINE], rows, adapter)
+        started = time.perf_counter()
+        answers = engine_answers(engines["OpenVINO f32"], rows, adapter)
+        seconds = time.perf_counter() - started
+        same = sum(a.text == b.text for a, b in zip(reference, answers, strict=True))
+        found[adapter or "base"] = (same, len(rows), seconds)
+    table_rows = [
+        [name, f"{same}/{total} ({same / total:.0%})", f"{seconds / total:.2f}"]
+        for name, (same, total, seconds) in found.items()
+    ]
+    subset = f"the first {limit} questions of " if limit else ""
+    return [
+        "Parity: greedy answers of `ChatEngine.answer` (retrieval on, zero-shot) on OpenVINO f32 equal to the "
+        f"transformers runtime's, word for word, over {subset}data/kb_qa.jsonl; seconds per answer on OpenVINO.",
+        "",
+        table(("adapter", "same text", "OpenVINO s/answer"), table_rows),
+    ]
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], parts=("speed", "parity"))
+    runs, parity_limit, calls = (1, 6, 6) if args.quick else (3, None, 20)
+    parts = args.only or ["speed", "parity"]
+    settings = Settings()
+    embeddings = load_embeddings(settings)
+    lines = ["## Runtimes: OpenVINO GenAI vs transformers", "", f"Machine: {machine_line()}.", ""]
+    with tempfile.TemporaryDirectory(prefix="bench-runtime-") as folder:
+        store = ingest_sample_kb(Path(folder), embeddings)
+        wanted = RUNTIMES if "speed" in parts else {k: RUNTIMES[k] for k in (BASELINE, "OpenVINO f32")}
+        models = {}
+        for label, overrides in wanted.items():
+            print(f"loading {label}...", flush=True)
+            models[label] = chat_model(settings, overrides)
+        engines = {
+            label: ChatEngine(Retriever(store, embeddings, top_k=settings.top_k), model, examples=Examples.load())
+            for label, (model, _) in models.items()
+        }
+        if "speed" in parts:
+            lines += [*speed(models, engines, runs, calls, Path(folder), embeddings), ""]
+        if "parity" in parts:
+            lines += [*parity(engines, parity_limit), ""]
+        store.close()  # the engines share it
+    emit("\n".join([*lines, f"- {SHARED_NOTE}"]), args.out)
 
 
 if __name__ == "__main__":

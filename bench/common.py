@@ -83,12 +83,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return tabulate(cells, headers=list(headers), tablefmt="github", disable_numparse=True)
 
 
-def parse_args(description: str) -> argparse.Namespace:
-    """`--quick`, `--full` and `--out PATH` (where run.py collects the markdown section)."""
+def parse_args(description: str, *, parts: Sequence[str] = ()) -> argparse.Namespace:
+    """`--quick`, `--full`, `--out PATH` (where run.py collects the markdown section), and `--only PART`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--full", action="store_true", help="also the slow extras (the Plausible KB, more passes)")
     parser.add_argument("--out", type=Path, help="also write the markdown section to this file")
+    if parts:
+        parser.add_argument("--only", choices=parts, action="append", help="run just these parts (repeatable)")
     return parser.parse_args()
 
 
