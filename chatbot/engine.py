@@ -169,6 +169,25 @@ class ChatEngine:
         *_, answer = self._stream(self.prepare(question, history, options))
         return answer
 
+    def answer_many(self, questions: Sequence[str], options: AnswerOptions | None = None) -> list[Answer]:
+        """Answer several questions (no history) with one set of options: what `answer` gives each.
+
+        The questions the model answers go to it together (`ChatModel.stream_many`), which a runtime that
+        batches, OpenVINO's, generates at once; each answer's timings are then the batch's.
+        """
+        prepared = [self.prepare(question, (), options) for question in questions]
+        asked = [p for p in prepared if p.abstain_reason is None]
+        streams: list[list[Any]] = []
+        if asked:
+            first = asked[0]
+            streams = first.model.stream_many([p.messages for p in asked], adapter=first.model_adapter, stop=STOP)
+        replies = dict(zip(map(id, asked), streams, strict=True))
+        answers = []
+        for item in prepared:
+            *_, answer = self._stream(item, replies.get(id(item)))
+            answers.append(answer)
+        return answers
+
     def stream(
         self,
         question: str,
@@ -278,7 +297,7 @@ class ChatEngine:
                     "ask a shorter question or clear the chat."
                 )
 
-    def _stream(self, prepared: Prepared) -> Iterator[str | Answer]:
+    def _stream(self, prepared: Prepared, reply: Sequence[Any] | None = None) -> Iterator[str | Answer]:
         options = prepared.options
         answer = Answer(
             text="",
@@ -296,10 +315,11 @@ class ChatEngine:
             answer.text = _dont_know(answer.sources)
             yield answer.text
         else:
-            yield from self._generate(prepared, answer)
+            yield from self._generate(prepared, answer, reply)
         yield answer
 
-    def _generate(self, prepared: Prepared, answer: Answer) -> Iterator[str]:
+    def _generate(self, prepared: Prepared, answer: Answer, reply: Sequence[Any] | None = None) -> Iterator[str]:
+        """Stream the model's answer into `answer` (or read `reply`, chunks it already generated), post-processed."""
         started = time.perf_counter()
         cot = prepared.options.strategy is Strategy.COT
         model = prepared.model
@@ -311,7 +331,11 @@ class ChatEngine:
             piece, shown = visible[shown:], max(shown, len(visible))
             return piece
 
-        stream = model.stream(list(prepared.messages), adapter=prepared.model_adapter, stop=STOP)
+        stream = (
+            iter(reply)
+            if reply is not None
+            else model.stream(list(prepared.messages), adapter=prepared.model_adapter, stop=STOP)
+        )
         try:
             for chunk in stream:
                 final = chunk if final is None else final + chunk
@@ -327,10 +351,15 @@ class ChatEngine:
                     text, answer.loop_cut = safe, True
                     break
         finally:
-            stream.close()  # stops generation at once when we stopped reading
+            if reply is None:
+                stream.close()  # stops generation at once when we stopped reading
         if piece := new_text(text):
             yield piece  # what was held back as a possible repeat
         answer.timings["generate"] = time.perf_counter() - started
+        if reply is not None and final is not None:  # generated before: the model's own timings say how long
+            meta = final.response_metadata
+            answer.timings["first_token"] = meta.get("seconds_to_first_token") or meta.get("total_seconds", 0.0)
+            answer.timings["generate"] = meta.get("total_seconds", answer.timings["generate"])
         answer.reasoning, answer.text = split_reasoning(text) if cot else (None, text.strip())
         if cot and not shown and answer.text:
             yield answer.text  # the model never wrote "Answer:": show everything it wrote

@@ -393,3 +393,21 @@ def test_a_script_that_never_closes_its_engine_exits_without_a_traceback(tmp_pat
         [sys.executable, "-c", NEVER_CLOSED, str(tmp_path / "qdrant")], capture_output=True, text=True, env=env
     )
     assert (run.returncode, run.stdout, run.stderr) == (0, "False\n", "")
+
+
+def test_answer_many_gives_each_question_what_answer_gives_it(store):
+    engine = make_engine(store)
+    questions = ["How do refunds work?", "What carriers are there?", "Tell me about the moon"]
+    best = [max(h.dense_score for h in engine.retriever.retrieve(q)) for q in questions]
+    engine.abstain_threshold = sorted(best)[1]  # the least similar question abstains, the others are answered
+    options = AnswerOptions(strategy="cot")
+
+    together = engine.answer_many(questions, options)
+    alone = [engine.answer(q, **options.kwargs()) for q in questions]
+
+    assert sorted(a.abstained for a in together) == [False, False, True]
+
+    assert [a.text for a in together] == [a.text for a in alone]
+    assert [a.abstained for a in together] == [a.abstained for a in alone]
+    assert [[h.chunk_id for h in a.sources] for a in together] == [[h.chunk_id for h in a.sources] for a in alone]
+    assert all("generate" in a.timings for a in together if not a.abstained)

@@ -375,9 +375,9 @@ def test_an_interrupted_run_keeps_what_finished_and_resumes(kb, tmp_path):
     cache_file = tmp_path / "results.jsonl"
     questions = load_questions(write_set(tmp_path / "qa.jsonl", QUESTIONS))
     configs = default_configs(make_engine(store))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # in the second batch of two: the first is kept
         run_evaluation(make_engine(store, InterruptedModel(adapters=("demo",))), questions, configs,
-                       cache=ResultCache(cache_file))  # fmt: skip
+                       cache=ResultCache(cache_file), batch=2)  # fmt: skip
     assert len(ResultCache(cache_file)) == 2
 
     model = FakeChatModel(adapters=("demo",))
@@ -441,7 +441,7 @@ def test_ctrl_c_exits_130_and_says_what_is_cached(kb, tmp_path, monkeypatch, cap
     monkeypatch.setenv("RAG_CACHE_DIR", str(tmp_path / "cache"))
     questions = write_set(tmp_path / "qa.jsonl", QUESTIONS)
 
-    assert cli_eval.main([str(questions), "--out", str(tmp_path / "out")]) == 130
+    assert cli_eval.main([str(questions), "--out", str(tmp_path / "out"), "--batch", "2"]) == 130
     assert "interrupted; 2 results cached" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -450,7 +450,8 @@ def test_help_documents_every_option(capsys):
     with pytest.raises(SystemExit):
         cli_eval.main(["--help"])
     text = capsys.readouterr().out
-    for option in ("--grid", "--adapters", "--strategies", "--limit", "--out", "--no-cache", "--json", "results.jsonl"):
+    options = ("--grid", "--adapters", "--strategies", "--limit", "--batch", "--out", "--no-cache", "--json")
+    for option in (*options, "results.jsonl"):
         assert option in text
 
 

@@ -245,3 +245,21 @@ def test_without_the_exporter_the_engine_falls_back_to_transformers_and_says_why
     assert isinstance(model, LocalChatModel)
     assert "generating with transformers" in caplog.text and "make setup" in caplog.text
     assert not (tmp_path / "cache" / "openvino").exists() or not any((tmp_path / "cache" / "openvino").iterdir())
+
+
+@pytest.mark.parametrize("adapter", [None, "a"])
+def test_a_batch_generates_what_each_prompt_streams_alone(ov_chat, reference, adapter):
+    # prompts of different lengths (the batch pads them), one stop string, and on 'a' a first-token bias
+    (best, top), (_, second) = _ranked(reference, OTHER, "a")[:2]
+    chat = ov_chat.model_copy(update={"first_token_bias": {"a": {reference.tokenizer.decode([best]): -0.5}}})
+    prompts = [QUESTION, OTHER, *PROMPTS[2:4]]
+    stop = ["e"]
+
+    together = chat.stream_many(prompts, adapter=adapter, stop=stop)
+    alone = [list(chat.stream(p, adapter=adapter, stop=stop)) for p in prompts]
+
+    assert ["".join(c.content for c in s) for s in together] == ["".join(c.content for c in s) for s in alone]
+    assert [s[-1].usage_metadata for s in together] == [s[-1].usage_metadata for s in alone]
+    assert [s[-1].response_metadata["finish_reason"] for s in together] == [
+        s[-1].response_metadata["finish_reason"] for s in alone
+    ]

@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--limit", type=_positive, metavar="N", help="only the first N questions (a quick run)")
     parser.add_argument(
+        "--batch",
+        type=_positive,
+        metavar="N",
+        help="questions generated together (default 8); 1 measures each answer's own latency",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path("eval-report"),
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rag-eval: {error}", file=sys.stderr)
         return 2
 
-    from chatbot.eval.run import ResultCache, default_configs, load_questions, run_evaluation, write_report
+    from chatbot.eval.run import BATCH, ResultCache, default_configs, load_questions, run_evaluation, write_report
 
     try:
         # Read the whole set first: a typo on line 40 fails now, not after the models load.
@@ -176,7 +182,15 @@ def main(argv: list[str] | None = None) -> int:
                 print("rag-eval: no adapter is loaded, so the adapter axis has only the base model.", file=sys.stderr)
             cache = ResultCache(settings.cache_dir / "eval" / "results.jsonl", read=args.use_cache)
             bars.start(configs, len(questions))
-            report = run_evaluation(engine, questions, configs, cache=cache, progress=bars, question_set=args.questions)
+            report = run_evaluation(
+                engine,
+                questions,
+                configs,
+                cache=cache,
+                progress=bars,
+                question_set=args.questions,
+                batch=args.batch or BATCH,
+            )
             bars.close()
         try:
             paths = write_report(report, args.out)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models.chat_models import BaseChatModel, generate_from_stream
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatResult
 from pydantic import ConfigDict, Field
 
@@ -74,6 +74,15 @@ class ChatModel(BaseChatModel):
             f"Cannot probe {adapter or self.model_name!r}: {type(self).__name__} returns text, not the answer "
             "loss a probe measures. Probe the adapter on a local model instead."
         )
+
+    def stream_many(
+        self, batch: Sequence[Sequence[BaseMessage]], stop: list[str] | None = None, **kwargs: Any
+    ) -> list[list[AIMessageChunk]]:
+        """What `stream` yields for each prompt of `batch`, all with the same options (the evaluation's cells).
+
+        One after another here; a runtime that generates several prompts at once overrides it.
+        """
+        return [list(self.stream(list(messages), stop=stop, **kwargs)) for messages in batch]
 
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence | None = None) -> int:
         """LangChain's name for `count_tokens` (tools are not supported)."""

@@ -157,15 +157,7 @@ class LocalRuntime(ChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         options = self.call_options(kwargs)
-        self._check_adapter(options.adapter)
-        ids = self._prompt_ids(messages)
-        if len(ids) + options.max_new_tokens > self.context_window:
-            raise RagtuneError(
-                f"The prompt is {len(ids)} tokens and {options.max_new_tokens} more may be generated, "
-                f"but {self.model_name} reads at most {self.context_window}: shorten the context or the history, "
-                "or lower max_new_tokens."
-            )
-        stops = _StopStrings([s for s in stop or () if s])
+        ids = self._checked_prompt(messages, options)
         end_ids = self._end_token_ids()
         tokens: queue.Queue[Any] = queue.Queue()
         cancel = threading.Event()
@@ -178,32 +170,43 @@ class LocalRuntime(ChatModel):
         worker = threading.Thread(
             target=_run, args=(self._produce, (ids, options, end_ids, emit), tokens, result), daemon=True
         )
-        text = _Detokenizer(self.tokenizer)
-        generated: list[int] = []
+        decoding = Decoding(self.tokenizer, stop)
         waited = time.perf_counter()
-        first_piece = hit_stop = None
         with self._hold(options.adapter):
             started = time.perf_counter()
             worker.start()
             try:
                 while (token := tokens.get()) is not _DONE:
-                    generated.append(token)
-                    piece, hit_stop = stops.feed(text.add(token))
-                    if piece:
-                        first_piece = first_piece or time.perf_counter()
-                        yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
-                    if hit_stop:
+                    if piece := decoding.feed(token):
+                        yield _chunk(piece)
+                    if decoding.hit_stop:
                         break
             finally:  # also when the consumer stops early: end generation before the lock is released
                 cancel.set()
                 worker.join()
         if "error" in result:
             raise result["error"]
-        if not hit_stop and (rest := stops.flush()):
-            first_piece = first_piece or time.perf_counter()
-            yield ChatGenerationChunk(message=AIMessageChunk(content=rest))
+        if rest := decoding.flush():
+            yield _chunk(rest)
+        yield self._last_chunk(decoding, ids, options, end_ids, started - waited, started)
 
-        finished = time.perf_counter()
+    def _checked_prompt(self, messages: Sequence[BaseMessage], options: CallOptions) -> list[int]:
+        """The prompt's token ids, once the adapter and the context window are known to allow the call."""
+        self._check_adapter(options.adapter)
+        ids = self._prompt_ids(messages)
+        if len(ids) + options.max_new_tokens > self.context_window:
+            raise RagtuneError(
+                f"The prompt is {len(ids)} tokens and {options.max_new_tokens} more may be generated, "
+                f"but {self.model_name} reads at most {self.context_window}: shorten the context or the history, "
+                "or lower max_new_tokens."
+            )
+        return ids
+
+    def _last_chunk(
+        self, decoding: Decoding, ids: list[int], options: CallOptions, end_ids: list[int], wait: float, started: float
+    ) -> ChatGenerationChunk:
+        """The stream's last chunk: no text, the usage and the timings."""
+        generated = decoding.generated
         ran_out = len(generated) >= options.max_new_tokens and generated[-1] not in end_ids
         usage = UsageMetadata(
             input_tokens=len(ids), output_tokens=len(generated), total_tokens=len(ids) + len(generated)
@@ -211,12 +214,14 @@ class LocalRuntime(ChatModel):
         metadata = {
             "model_name": self.model_name,
             "adapter": options.adapter,
-            "finish_reason": "length" if ran_out and not hit_stop else "stop",
-            "wait_seconds": round(started - waited, 4),
-            "seconds_to_first_token": None if first_piece is None else round(first_piece - started, 4),
-            "total_seconds": round(finished - started, 4),
+            "finish_reason": "length" if ran_out and not decoding.hit_stop else "stop",
+            "wait_seconds": round(wait, 4),
+            "seconds_to_first_token": None
+            if decoding.first_piece is None
+            else round(decoding.first_piece - started, 4),
+            "total_seconds": round(time.perf_counter() - started, 4),
         }
-        yield ChatGenerationChunk(
+        return ChatGenerationChunk(
             message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=metadata, chunk_position="last")
         )
 
@@ -375,6 +380,35 @@ class _Detokenizer:
             return ""
         piece, self.shown = text[len(self.shown) :], text
         return piece
+
+
+class Decoding:
+    """Generated token ids to the pieces of text a stream shows: decoded, cut at the first stop string, timed."""
+
+    def __init__(self, tokenizer: Any, stop: list[str] | None) -> None:
+        self.text = _Detokenizer(tokenizer)
+        self.stops = _StopStrings([s for s in stop or () if s])
+        self.generated: list[int] = []
+        self.hit_stop = False
+        self.first_piece: float | None = None
+
+    def feed(self, token: int) -> str:
+        self.generated.append(token)
+        piece, self.hit_stop = self.stops.feed(self.text.add(token))
+        return self._shown(piece)
+
+    def flush(self) -> str:
+        """What was held back as the possible start of a stop string, once none came."""
+        return "" if self.hit_stop else self._shown(self.stops.flush())
+
+    def _shown(self, piece: str) -> str:
+        if piece and self.first_piece is None:
+            self.first_piece = time.perf_counter()
+        return piece
+
+
+def _chunk(text: str) -> ChatGenerationChunk:
+    return ChatGenerationChunk(message=AIMessageChunk(content=text))
 
 
 class _StopStrings:

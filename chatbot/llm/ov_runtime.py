@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import openvino as ov
 import openvino_genai as genai
+from langchain_core.messages import AIMessageChunk
 from pydantic import Field, PrivateAttr
 
 from adapters.registry import CONFIG_FILE, WEIGHTS_FILE, Adapter
@@ -39,7 +41,7 @@ from chatbot.core.errors import AdapterNotFoundError, InvalidOptionError, LoadEr
 from chatbot.core.files import files_fingerprint
 from chatbot.llm.base import CallOptions
 from chatbot.llm.loading import WEIGHT_SUFFIXES, generator_source
-from chatbot.llm.local import Emit, LocalChatModel, LocalRuntime
+from chatbot.llm.local import Decoding, Emit, LocalChatModel, LocalRuntime
 from chatbot.llm.ov_export import ensure_export
 
 if TYPE_CHECKING:
@@ -175,6 +177,45 @@ class OpenVinoChatModel(LocalRuntime):
             ids, options = [*ids, first], _fewer(options)
         self.pipeline.generate(_inputs(ids), self._config(options, end_ids), _Streamer(emit))
 
+    def stream_many(
+        self, batch: Sequence[Sequence[BaseMessage]], stop: list[str] | None = None, **kwargs: Any
+    ) -> list[list[AIMessageChunk]]:
+        """Every prompt of `batch` generated together (one pass over the weights per step for all of them).
+
+        Greedy decoding picks the same tokens in a batch as alone (checked on the bundled model), so each
+        prompt gets the chunks its own `stream` would yield; stop strings cut the text afterwards, and the
+        timings are the whole batch's.
+        """
+        options = self.call_options(kwargs)
+        prompts = [self._checked_prompt(messages, options) for messages in batch]
+        end_ids = self._end_token_ids()
+        waited = time.perf_counter()
+        with self._hold(options.adapter):
+            started = time.perf_counter()
+            generated = self._generate_batch(prompts, options, end_ids)
+        streams = []
+        for ids, tokens in zip(prompts, generated, strict=True):
+            decoding = Decoding(self.tokenizer, stop)
+            pieces = [piece for token in tokens if ((piece := decoding.feed(token)) and not decoding.hit_stop) or piece]
+            pieces.append(decoding.flush())
+            last = self._last_chunk(decoding, ids, options, end_ids, started - waited, started)
+            streams.append([AIMessageChunk(content=piece) for piece in pieces if piece] + [last.message])
+        return streams
+
+    def _generate_batch(self, prompts: list[list[int]], options: CallOptions, end_ids: list[int]) -> list[list[int]]:
+        firsts: list[list[int]] = [[] for _ in prompts]
+        if bias := self._bias_ids(options.adapter):  # the first token of each, chosen as `_produce` chooses it
+            firsts = [[self._biased_first_token(ids, options, end_ids, bias)] for ids in prompts]
+            if options.max_new_tokens == 1:
+                return firsts
+            options = _fewer(options)
+        going = [i for i, first in enumerate(firsts) if not first or first[0] not in end_ids]
+        result = self.pipeline.generate(
+            _padded([prompts[i] + firsts[i] for i in going]), self._config(options, end_ids)
+        )
+        rest = dict(zip(going, result.tokens, strict=True))
+        return [firsts[i] + list(rest.get(i, [])) for i in range(len(prompts))]
+
     def _biased_first_token(self, ids: list[int], options: CallOptions, end_ids: list[int], bias: dict) -> int:
         """The first token greedy decoding picks once `bias` is added (see the module docstring)."""
         if options.temperature > 0:
@@ -194,8 +235,15 @@ def _fewer(options: CallOptions) -> CallOptions:
 
 
 def _inputs(ids: list[int]) -> Any:
-    array = np.array([ids], dtype=np.int64)
-    return genai.TokenizedInputs(ov.Tensor(array), ov.Tensor(np.ones_like(array)))
+    return _padded([ids])
+
+
+def _padded(prompts: list[list[int]]) -> Any:
+    """A batch of prompts, padded on the left to one length (the mask hides the padding)."""
+    width = max(len(ids) for ids in prompts)
+    ids = np.array([[0] * (width - len(p)) + p for p in prompts], dtype=np.int64)
+    mask = np.array([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=np.int64)
+    return genai.TokenizedInputs(ov.Tensor(ids), ov.Tensor(mask))
 
 
 class _Streamer(genai.StreamerBase):
