@@ -25,6 +25,7 @@ BENCHMARKS = {
     "embed": "bench_embed.py",
     "retrieval": "bench_retrieval.py",
     "generation": "bench_generation.py",
+    "bigmodels": "bench_big_models.py",
 }
 
 
