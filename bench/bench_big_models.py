@@ -69,6 +69,7 @@ HEADERS = (
     "runtime",
     "weights",
     "export s",
+    "IR weights GiB",
     "load s",
     "prompt tok",
     "output tok",
@@ -127,13 +128,14 @@ def measure(folder: Path, cache: Path, runtime: str, weights: str, max_new: int,
     from chatbot.llm.local import build_chat_model
 
     settings = Settings(llm_model=str(folder), cache_dir=cache, llm_runtime=runtime, llm_weights=weights)
-    export_seconds = None
+    export_seconds = ir_bytes = None
     started = time.perf_counter()
     if runtime == "openvino":
         from chatbot.llm.ov_export import ensure_export
         from chatbot.llm.ov_runtime import build_openvino_chat_model
 
-        _, export_seconds = ensure_export(cache, folder, weights)  # the one-off export, in a grandchild
+        exported, export_seconds = ensure_export(cache, folder, weights)  # the one-off export, in a grandchild
+        ir_bytes = sum(path.stat().st_size for path in exported.glob("*.bin"))
         started = time.perf_counter()
         chat, _ = build_openvino_chat_model(settings, [], {}, max_new_tokens=max_new)
     else:
@@ -145,6 +147,7 @@ def measure(folder: Path, cache: Path, runtime: str, weights: str, max_new: int,
     ttft, rate, tokens, _ = (statistics.median(column) for column in zip(*results, strict=True))
     return {
         "export_seconds": export_seconds,
+        "ir_bytes": ir_bytes,
         "load_seconds": load_seconds,
         "prompt_tokens": chat.count_tokens(messages),
         "output_tokens": tokens,
@@ -217,6 +220,12 @@ def bench_model(label: str, shape: dict[str, int], max_new: int, runs: int) -> t
     count = built["parameters"]
     name = f"{label}, {count / 1e9:.2f}B" if count >= 1e8 else f"{label}, {count / 1e6:.1f}M"
     note = f"{name}: {count:,} parameters, built and saved in {built['build_seconds']:.0f} s."
+    f32, int8 = (measured[("openvino", weights)].get("ir_bytes") for weights in ("f32", "int8"))
+    if f32 and int8 and int8 > f32 / 2:  # int8 weights take a quarter of f32's bytes
+        note += (
+            f" The int8 export's weights file is {int8 / f32:.0%} the size of the f32 one: it was not quantised, "
+            "so its row measures f32 weights."
+        )
     return [row(name, key, value, measured[VARIANTS[0]]) for key, value in measured.items()], note
 
 
@@ -236,6 +245,7 @@ def row(name: str, variant: tuple[str, str], result: dict[str, Any], base: dict[
         name,
         *variant,
         export,
+        "-" if result["ir_bytes"] is None else f"{result['ir_bytes'] / gib:.2f}",
         f"{result['load_seconds']:.1f}",
         str(result["prompt_tokens"]),
         f"{result['output_tokens']:.0f}",
@@ -270,7 +280,8 @@ def main() -> None:
         f"SmolLM2's {VOCAB:,}, so the ~0.5B model's embedding is smaller than Qwen2.5's (151,936 tokens). "
         "Speed does not depend on what the weights say. Each variant runs in its own process, loaded as the "
         "app loads `RAG_LLM_MODEL`: transformers f32, and OpenVINO GenAI with f32 or int8 weights "
-        "(exported once, in a child process: export s and its peak RSS). "
+        "(exported once, in a child process: export s, its peak RSS, and the size of the IR's weights file, "
+        "which shows whether int8 weights were written: int8 is about a quarter of f32). "
         f"A ~{PROMPT_TOKENS}-token RAG prompt of sample-KB passages, greedy, max_new_tokens={max_new}, "
         f"median of {runs} run(s) after one untimed run; TTFT and decode tok/s = (output tokens - 1) / "
         "(total - TTFT) from the stream's last chunk, as in the generation benchmark. The end tokens' "
