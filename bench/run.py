@@ -27,6 +27,7 @@ BENCHMARKS = {
     "store": "bench_store.py",
     "generation": "bench_generation.py",
     "runtime": "bench_runtime.py",
+    "bigmodels": "bench_big_models.py",
 }
 
 
