@@ -12,10 +12,10 @@ if TYPE_CHECKING:
     from chatbot.eval.compare import MetricChange, PairComparison, RunComparison
 
 RULE = (
-    f"Method: a change is beyond noise with an exact McNemar p < 0.05 for the yes/no metrics, a 95% paired-bootstrap interval "
-    f"({RESAMPLES:,} resamples of the questions, seed {SEED}) that excludes 0 for the shares. Questions needed "
-    f"(80% power, alpha 0.05): {PAIRED_PROPORTIONS}, with ψ the share of questions that changed and δ the net "
-    f"share; {PAIRED_MEANS}."
+    "Method: a change is beyond noise with an exact McNemar p < 0.05 for the yes/no metrics, "
+    f"a 95% paired-bootstrap interval ({RESAMPLES:,} resamples of the questions, seed {SEED}) "
+    "that excludes 0 for the shares. Questions needed (80% power, alpha 0.05): "
+    f"{PAIRED_PROPORTIONS}, with ψ the share of questions that changed and δ the net share; {PAIRED_MEANS}."
 )
 
 
@@ -111,7 +111,7 @@ def metric_table(pair: PairComparison) -> str:
 
 
 def to_text(comparison: RunComparison) -> str:
-    """What `rag-eval --compare` prints: per configuration pair the moved questions and the metrics, then the summary."""
+    """What `rag-eval --compare` prints: per configuration pair the moved questions and metrics, then the summary."""
     parts = []
     for pair in comparison.pairs:
         parts += [
