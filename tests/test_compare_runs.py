@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from scipy.stats import binomtest
+from test_evaluation import kb  # noqa: F401  (the fixture: a real store over three pages)
 
 from chatbot.cli import evaluate as cli_eval
 from chatbot.core.text import word_diff
@@ -255,3 +256,20 @@ def test_cli_errors_exit_1_with_a_message_and_usage_errors_exit_2(runs, tmp_path
     with pytest.raises(SystemExit) as exit_info:
         cli_eval.main([])  # neither a question set nor --compare
     assert exit_info.value.code == 2
+
+
+def test_a_cache_snapshot_of_a_real_run_scores_as_its_report_does(request, tmp_path):
+    from test_evaluation import QUESTIONS as SET
+    from test_evaluation import make_engine, write_set
+
+    from chatbot.eval.run import default_configs, load_questions, run_evaluation
+
+    questions = load_questions(write_set(tmp_path / "qa.jsonl", SET))
+    chat = make_engine(request.getfixturevalue("kb")[1])
+    report = run_evaluation(chat, questions, default_configs(chat), cache=ResultCache(tmp_path / "results.jsonl"))
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.json").write_text(json.dumps(report.to_json()))
+
+    comparison = compare_runs(load_run(tmp_path / "report"), load_run(tmp_path / "results.jsonl", questions))
+    assert len(comparison.pairs) == 4 and comparison.unmatched_a == comparison.unmatched_b == []
+    assert all(pair.questions == 3 and pair.changes == [] for pair in comparison.pairs)
