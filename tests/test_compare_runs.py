@@ -198,7 +198,10 @@ def test_a_folder_that_is_not_a_report_is_a_clear_error(tmp_path):
     with pytest.raises(CompareError, match=r"not an evaluation report: it holds no report\.json"):
         load_run(tmp_path)
     (tmp_path / "report.json").write_text('{"version": 1}')
-    with pytest.raises(CompareError, match="no per-question `rows`"):
+    with pytest.raises(CompareError, match="per-question `rows` missing"):
+        load_run(tmp_path)
+    (tmp_path / "report.json").write_text('{"rows": [{"id": "q1"}]}')
+    with pytest.raises(CompareError, match="per-question `rows` missing"):
         load_run(tmp_path)
     with pytest.raises(CompareError, match="does not exist"):
         load_run(tmp_path / "missing")

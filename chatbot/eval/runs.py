@@ -69,9 +69,12 @@ def _from_report(file: Path, *, shown: Path) -> Run:
         raise CompareError(
             f"{file} cannot be read as a report ({error}): write it again with rag-eval --out."
         ) from error
-    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+    needed = ("id", "config", "kind", "question", "answer", "refused")
+    rows_ok = isinstance(data, dict) and isinstance(data.get("rows"), list)
+    if not rows_ok or not all(isinstance(row, dict) and all(key in row for key in needed) for row in data["rows"]):
         raise CompareError(
-            f"{file} is not a rag-eval report.json (no per-question `rows`): write it again with rag-eval --out DIR."
+            f"{file} is not a rag-eval report.json (per-question `rows` missing or incomplete): write it again with "
+            "rag-eval QA.jsonl --out DIR."
         )
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     for row in data["rows"]:
