@@ -175,8 +175,13 @@ def test_two_configurations_of_one_report(runs):
     assert [change.id for change in comparison.pairs[0].changes] == ["q1", "q3"]
     with pytest.raises(CompareError, match="name them with --configs"):
         compare_runs(run, run)
-    with pytest.raises(CompareError, match="'nope' is not in A"):
+    with pytest.raises(CompareError, match="'nope' is not one of A's"):
         compare_runs(run, run, configs=("nope", TUNED.label))
+    # A part of exactly one label names it; a part of several is an error that lists them.
+    short = compare_runs(run, run, configs=("base model", "support"))
+    assert (short.pairs[0].label_a, short.pairs[0].label_b) == (BASE.label, TUNED.label)
+    with pytest.raises(CompareError, match="2 match it"):
+        compare_runs(run, run, configs=("retrieval on", "support"))
 
 
 def test_different_question_sets_compare_the_intersection_and_say_what_was_dropped(tmp_path):

@@ -42,9 +42,8 @@ Examples:
   rag-eval data/kb_qa.jsonl
   rag-eval data/kb_qa.jsonl --grid retrieval,strategy --limit 10 --out /tmp/eval
   rag-eval data/kb_qa.jsonl --grid retrieval,adapter,strategy --strategies zero-shot,cot --json
-  rag-eval --compare runs/before runs/after      (two report folders: what moved, and is it noise)
-  rag-eval --compare runs/one --configs "retrieval on · base model · Zero-shot" \\
-      "retrieval on · adapter support-rag · Zero-shot"
+  rag-eval --compare runs/before runs/after                (two report folders: what moved, is it noise)
+  rag-eval --compare runs/one --configs "base model" support-rag   (two configurations of one run)
 """
 
 
@@ -156,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--configs",
         nargs=2,
         metavar=("LABEL_A", "LABEL_B"),
-        help="with --compare: this configuration of A against this one of B (default: every label both share)",
+        help="with --compare: this configuration of A against this one of B, each a label or a part of exactly one "
+        '("base model", "support-rag"); default: every label both runs share',
     )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     return parser

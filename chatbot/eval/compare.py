@@ -259,14 +259,25 @@ class RunComparison:
         }
 
 
+def resolve(run: Run, label: str, side: str) -> str:
+    """The configuration of `run` named `label`, or the one label that contains it ('support-rag', 'base model')."""
+    if label in run.rows:
+        return label
+    matches = [name for name in run.labels if label.casefold() in name.casefold()]
+    if len(matches) == 1:
+        return matches[0]
+    found = f"{len(matches)} match it" if matches else "it has"
+    raise CompareError(
+        f"Configuration {label!r} is not one of {side}'s ({run.path}); {found}: "
+        + "; ".join(matches or run.labels)
+        + ". Give a label, or a part of exactly one."
+    )
+
+
 def compare_runs(a: Run, b: Run, *, configs: tuple[str, str] | None = None) -> RunComparison:
     """Compare run `b` against run `a`: the configurations they share by label, or the two `configs` named."""
     if configs is not None:
-        for run, label, side in ((a, configs[0], "A"), (b, configs[1], "B")):
-            if label not in run.rows:
-                raise CompareError(
-                    f"Configuration {label!r} is not in {side} ({run.path}); it has: " + "; ".join(run.labels)
-                )
+        configs = (resolve(a, configs[0], "A"), resolve(b, configs[1], "B"))
         labels = [configs]
     else:
         labels = [(label, label) for label in a.labels if label in b.rows]
