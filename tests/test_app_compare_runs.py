@@ -54,6 +54,7 @@ def test_two_runs_show_the_summary_the_intervals_and_each_moved_question_side_by
 def test_two_configurations_of_one_run(tmp_path):
     write_run(tmp_path / "only", {BASE: BEFORE, TUNED: AFTER})
     app = compare_page(tmp_path)
+    assert any("pick two of its configurations" in info.value for info in app.info)
     app.selectbox(key="run_config_A").set_value(BASE.label)
     app.selectbox(key="run_config_B").set_value(TUNED.label).run()
     next(b for b in app.button if b.label == "Compare runs").click().run()

@@ -148,6 +148,16 @@ def test_comparing_two_reports_lists_the_questions_that_moved_and_which_metric(r
     assert not any(m.beyond_noise for m in tuned.metrics)  # one question is never beyond noise
 
 
+def test_a_small_shift_in_groundedness_is_not_a_move_but_still_counts_in_the_interval(tmp_path):
+    grown = "The Growth plan costs $49 per month. " * 2
+    a = write_run(tmp_path / "a", {BASE: {**BEFORE, "q2": grown}})
+    b = write_run(tmp_path / "b", {BASE: {**BEFORE, "q2": grown + "Billed."}})  # one word in 13 not grounded
+    pair = compare_runs(load_run(a), load_run(b)).pairs[0]
+    assert pair.changes == []
+    grounded = next(m for m in pair.metrics if m.key == "grounded")
+    assert -0.1 < grounded.interval.diff < 0
+
+
 def test_a_large_effect_is_beyond_noise_and_the_summary_says_so(tmp_path):
     questions = [Question(f"u{i}", f"Out of scope {i}?", "", (), (), "unanswerable") for i in range(20)]
     for i in range(20):

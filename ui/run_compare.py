@@ -129,6 +129,9 @@ def compare_section() -> None:
     if (config_a == EVERY) != (config_b == EVERY):
         st.info("Pick a configuration on both sides, or on neither (then every configuration both runs have).")
         return
+    if config_a == EVERY and run_a.path == run_b.path:
+        st.info("Both sides are one run: pick two of its configurations to compare them.")
+        return
     if st.button("Compare runs", type="primary", icon=":material/compare_arrows:"):
         configs = None if config_a == EVERY else (config_a, config_b)
         st.session_state.run_comparison = run_guarded(lambda: compare_runs(run_a, run_b, configs=configs))

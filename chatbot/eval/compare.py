@@ -39,6 +39,9 @@ OVER = {  # which questions each metric is measured on
     "hit@5": "answerable questions",
     "grounded": "questions both answered from passages",
 }
+# Groundedness is a share of words, so almost every rewording moves it a little; a question counts as moved on
+# it only from a tenth of the answer's words. The statistics still use every pair.
+MIN_MOVE = {"grounded": 0.1}
 _BY_KEY = {metric.key: metric for metric in METRICS}
 
 
@@ -178,7 +181,11 @@ def compare_pair(rows_a: dict[str, dict], rows_b: dict[str, dict], ids: list[str
         # A metric that applies on one side only (groundedness of a new refusal) has not moved: it went away,
         # and the refusal that made it go away is the change that shows.
         both = [key for key in COMPARED if score_a[key] is not None and score_b[key] is not None]
-        moved = {key: (score_a[key], score_b[key]) for key in both if score_a[key] != score_b[key]}
+        moved = {
+            key: (score_a[key], score_b[key])
+            for key in both
+            if score_a[key] != score_b[key] and abs(score_b[key] - score_a[key]) >= MIN_MOVE.get(key, 0)
+        }
         for key in both:
             values[key].append((score_a[key], score_b[key]))
         if moved:
