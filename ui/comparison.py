@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import dataclass, replace
 
-from chatbot.core.text import heading_path
+from chatbot.core.text import heading_path, similarity, word_diff
 from chatbot.engine import Answer
 from chatbot.options import AnswerOptions
 from chatbot.options import grid as options_grid
 from ui.common import timing_text
+
+__all__ = ["Cell", "base_of", "grid", "similarity", "to_json", "to_markdown", "word_diff"]
 
 
 @dataclass
@@ -61,23 +62,6 @@ def base_of(cells: list[Cell], cell: Cell) -> Cell:
     """The cell every other cell of its row is compared against: retrieval off, no adapter."""
     base = replace(cell.options, use_retrieval=False, adapter=None)
     return next(c for c in cells if c.options == base)
-
-
-def word_diff(base: str, other: str) -> str:
-    """A word-level diff: '- words only in base' and '+ words only in other', one change a line."""
-    before, after = base.split(), other.split()
-    lines = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=before, b=after, autojunk=False).get_opcodes():
-        if tag in ("delete", "replace"):
-            lines.append("- " + " ".join(before[i1:i2]))
-        if tag in ("insert", "replace"):
-            lines.append("+ " + " ".join(after[j1:j2]))
-    return "\n".join(lines)
-
-
-def similarity(base: str, other: str) -> float:
-    """Share of words the two answers have in common, in order (1.0 = same words)."""
-    return difflib.SequenceMatcher(a=base.split(), b=other.split(), autojunk=False).ratio()
 
 
 def to_markdown(question: str, cells: list[Cell]) -> str:

@@ -42,6 +42,8 @@ Examples:
   rag-eval data/kb_qa.jsonl
   rag-eval data/kb_qa.jsonl --grid retrieval,strategy --limit 10 --out /tmp/eval
   rag-eval data/kb_qa.jsonl --grid retrieval,adapter,strategy --strategies zero-shot,cot --json
+  rag-eval --compare runs/before runs/after                (two report folders: what moved, is it noise)
+  rag-eval --compare runs/one --configs "base model" support-rag   (two configurations of one run)
 """
 
 
@@ -100,7 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG + "\n" + _metrics_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("questions", metavar="QA.jsonl", help="question set, one JSON object a line (DESIGN.md)")
+    parser.add_argument(
+        "questions",
+        metavar="QA.jsonl",
+        nargs="?",
+        help="question set, one JSON object a line (DESIGN.md); with --compare, the set cache snapshots are scored on",
+    )
     parser.add_argument(
         "--grid",
         type=_axes,
@@ -143,6 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="ask the model again even when a cached answer exists (new answers are still cached)",
     )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RUN",
+        help="compare two runs instead of running one: report folders (rag-eval --out) or cache snapshots "
+        "(copies of results.jsonl, scored on QA.jsonl); one folder with --configs compares two of its configurations",
+    )
+    parser.add_argument(
+        "--configs",
+        nargs=2,
+        metavar=("LABEL_A", "LABEL_B"),
+        help="with --compare: this configuration of A against this one of B, each a label or a part of exactly one "
+        '("base model", "support-rag"); default: every label both runs share',
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     return parser
 
@@ -151,6 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `rag-eval`."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.compare is not None:
+        if len(args.compare) > 2:
+            parser.error(f"--compare takes one or two runs, got {len(args.compare)}")
+        return compare(args)
+    if args.configs is not None:
+        parser.error("--configs goes with --compare")
+    if args.questions is None:
+        parser.error("give a question set (QA.jsonl), or two runs to compare with --compare A B")
     try:
         settings = Settings.from_env()
     except SettingsError as error:
@@ -222,6 +251,24 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(str(path) for path in paths.values()),
         file=sys.stderr,
     )
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """`rag-eval --compare A B`: the questions that moved, each metric's paired interval, and the summary."""
+    from chatbot.eval.compare import compare_runs, load_run
+    from chatbot.eval.run import load_questions
+    from chatbot.eval.wording import to_text
+
+    try:
+        questions = load_questions(args.questions) if args.questions else None
+        runs = [load_run(path, questions) for path in args.compare]
+        first, second = runs if len(runs) == 2 else (runs[0], runs[0])
+        comparison = compare_runs(first, second, configs=tuple(args.configs) if args.configs else None)
+    except RagtuneError as error:
+        print(f"rag-eval: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(comparison.to_json(), ensure_ascii=False) if args.json else to_text(comparison), end="\n")
     return 0
 
 

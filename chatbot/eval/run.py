@@ -71,14 +71,16 @@ class ResultCache:
         """The cached result for `key`, if any."""
         return self._results.get(key)
 
-    def put(self, key: str, result: Result) -> None:
-        """Store a result, on disk at once."""
+    def put(self, key: str, result: Result, about: dict[str, Any] | None = None) -> None:
+        """Store a result, on disk at once; `about` (question id and text, configuration) lets a snapshot of
+        the cache be compared with another (`rag-eval --compare`) without the engine that made the keys."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a+", encoding="utf-8") as file:
             file.seek(0, 2)
             if file.tell() and not self._ends_with_newline():
                 file.write("\n")  # never glue a record onto a killed run's half line
-            file.write(json.dumps({"key": key, "result": result.to_json()}, ensure_ascii=False) + "\n")
+            record = {"key": key, **(about or {}), "result": result.to_json()}
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._results[key] = result
         self.written += 1
 
@@ -190,7 +192,8 @@ def run_evaluation(
             for question, result in zip(missing, _ask(engine, missing, config), strict=True):
                 found[question.id] = result
                 if cache is not None:
-                    cache.put(keys[question.id], result)
+                    about = {"id": question.id, "question": question.question, "config": config.to_json()}
+                    cache.put(keys[question.id], result, about)
             for question in chunk:
                 results[(question.id, config)] = found[question.id]
                 done += 1

@@ -1,4 +1,5 @@
-"""Evaluate: a question set over the grid, with progress, the table, the chart and the files to download.
+"""Evaluate: a question set over the grid, with progress, the table, the chart and the files to download;
+then two runs compared (ui/run_compare.py).
 
 Answers are cached where `rag-eval` caches them, so the page and the command share
 work: a re-run, or a run cut short by leaving the page, asks the model only what is
@@ -16,6 +17,7 @@ from chatbot.eval.metrics import METRICS
 from chatbot.eval.questions import Question
 from chatbot.eval.run import ResultCache, default_configs, load_questions, run_evaluation, write_report
 from ui.common import app_settings, engine_or_stop, run_guarded, show_error
+from ui.run_compare import compare_section
 from ui.uploads import MAX_UPLOAD_MB, UploadError, clean_name
 
 DEFAULT_QUESTIONS = Path("data/kb_qa.jsonl")
@@ -98,35 +100,42 @@ if submitted:
                 files = {kind: path.read_bytes() for kind, path in paths.items()}
             st.session_state.evaluation = {"summary": report.summary(), "files": files, "fresh": cache.written}
 
-result = st.session_state.get("evaluation")
-if result is None:
-    st.stop()
-summary = result["summary"]
-st.caption(
-    f"{summary['questions']} questions ({summary['unanswerable']} unanswerable) x {len(summary['configs'])} "
-    f"configurations · {result['fresh']} answers generated, {summary['results_cached']} from the cache"
-)
-st.dataframe(
-    table(summary),
-    hide_index=True,
-    width="stretch",
-    column_config={m.header: st.column_config.TextColumn(alignment="right", help=m.how) for m in METRICS},
-)
-with st.expander("How each metric is computed"):
-    st.markdown("\n".join(f"- **{metric.header}**: {metric.how}." for metric in METRICS))
-st.image(result["files"]["chart"], width="stretch")
-downloads = (
-    ("Report (Markdown)", "markdown", "report.md", "text/markdown"),
-    ("Report (JSON)", "json", "report.json", "application/json"),
-    ("Chart (PNG)", "chart", "report.png", "image/png"),
-)
-for column, (label, kind, file_name, mime) in zip(st.columns(3), downloads, strict=True):
-    column.download_button(
-        label,
-        result["files"][kind],
-        file_name=file_name,
-        mime=mime,
-        on_click="ignore",
-        icon=":material/download:",
-        width="stretch",
+
+def show_evaluation(result: dict) -> None:
+    """The last run's table, chart and downloads."""
+    summary = result["summary"]
+    st.caption(
+        f"{summary['questions']} questions ({summary['unanswerable']} unanswerable) x {len(summary['configs'])} "
+        f"configurations · {result['fresh']} answers generated, {summary['results_cached']} from the cache"
     )
+    st.dataframe(
+        table(summary),
+        hide_index=True,
+        width="stretch",
+        column_config={m.header: st.column_config.TextColumn(alignment="right", help=m.how) for m in METRICS},
+    )
+    with st.expander("How each metric is computed"):
+        st.markdown("\n".join(f"- **{metric.header}**: {metric.how}." for metric in METRICS))
+    st.image(result["files"]["chart"], width="stretch")
+    downloads = (
+        ("Report (Markdown)", "markdown", "report.md", "text/markdown"),
+        ("Report (JSON)", "json", "report.json", "application/json"),
+        ("Chart (PNG)", "chart", "report.png", "image/png"),
+    )
+    for column, (label, kind, file_name, mime) in zip(st.columns(3), downloads, strict=True):
+        column.download_button(
+            label,
+            result["files"][kind],
+            file_name=file_name,
+            mime=mime,
+            on_click="ignore",
+            icon=":material/download:",
+            width="stretch",
+        )
+
+
+result = st.session_state.get("evaluation")
+if result is not None:
+    show_evaluation(result)
+st.divider()
+compare_section()  # needs no run of this session: it reads report folders already written
