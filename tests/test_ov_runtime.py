@@ -272,7 +272,8 @@ def test_a_batch_generates_what_each_prompt_streams_alone(ov_chat, reference, ad
     best = _ranked(reference, OTHER, "a")[0][0]
     chat = ov_chat.model_copy(update={"first_token_bias": {"a": {reference.tokenizer.decode([best]): -0.5}}})
     prompts = [QUESTION, OTHER, *PROMPTS[2:4]]
-    stop = ["e"]
+    first = chat.invoke(prompts[0], adapter=adapter).content
+    stop = [first[4:7]]  # met in the first answer (and maybe others): its generation ends there
 
     together = chat.stream_many(prompts, adapter=adapter, stop=stop)
     alone = [list(chat.stream(p, adapter=adapter, stop=stop)) for p in prompts]
@@ -282,3 +283,4 @@ def test_a_batch_generates_what_each_prompt_streams_alone(ov_chat, reference, ad
     assert [s[-1].response_metadata["finish_reason"] for s in together] == [
         s[-1].response_metadata["finish_reason"] for s in alone
     ]
+    assert "".join(c.content for c in together[0]) == first[: first.index(stop[0])]

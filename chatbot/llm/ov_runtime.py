@@ -196,7 +196,11 @@ class OpenVinoChatModel(LocalRuntime):
         streams = []
         for ids, tokens in zip(prompts, generated, strict=True):
             decoding = Decoding(self.tokenizer, stop)
-            pieces = [piece for token in tokens if ((piece := decoding.feed(token)) and not decoding.hit_stop) or piece]
+            pieces = []
+            for token in tokens:  # as `stream` reads them: up to a stop string
+                pieces.append(decoding.feed(token))
+                if decoding.hit_stop:
+                    break
             pieces.append(decoding.flush())
             last = self._last_chunk(decoding, ids, options, end_ids, started - waited, started)
             streams.append([AIMessageChunk(content=piece) for piece in pieces if piece] + [last.message])
