@@ -42,6 +42,7 @@ Examples:
   rag-eval data/kb_qa.jsonl
   rag-eval data/kb_qa.jsonl --grid retrieval,strategy --limit 10 --out /tmp/eval
   rag-eval data/kb_qa.jsonl --grid retrieval,adapter,strategy --strategies zero-shot,cot --json
+  rag-eval data/kb_qa.jsonl --votes votes.jsonl   (the Arena page's votes against the metrics)
 """
 
 
@@ -137,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="ask the model again even when a cached answer exists (new answers are still cached)",
     )
+    parser.add_argument(
+        "--votes",
+        type=Path,
+        metavar="FILE",
+        help="no run: read the Arena page's votes (its .jsonl export or votes.sqlite) and show, per pair of "
+        "configurations, where people and the metrics of QA.jsonl disagree",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     return parser
 
@@ -145,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `rag-eval`."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.votes is not None:
+        from chatbot.cli.votes import report_votes
+
+        return report_votes(args.votes, Path(args.questions), as_json=args.json)
     try:
         settings = Settings.from_env()
     except SettingsError as error:
