@@ -6,15 +6,28 @@ seeded draw's, the vote lands in the SQLite file and counts in the leaderboard.
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
+from fakes import FakeEmbeddings
 from streamlit.testing.v1 import AppTest
-from test_app import UI, kb_dir, make_engine, store, use_engine  # noqa: F401 (fixtures)
+from test_app import (  # noqa: F401 (fixtures)
+    EVIL,
+    UI,
+    hostile_engine,
+    images_shown,
+    kb_dir,
+    make_engine,
+    store,
+    use_engine,
+)
 
 from chatbot.core.config import Settings
-from chatbot.eval.votes import VoteStore, votes_path
+from chatbot.core.errors import StoreLockedError
+from chatbot.eval.votes import VoteStore, changed_since, votes_path
 from chatbot.options import AnswerOptions
+from ingest.pipeline import ingest_paths
 from ui import arena
 from ui.safe_markdown import plain
 
@@ -112,3 +125,67 @@ def test_the_order_follows_the_seeded_draw(engine):
         assert titles(app)[0] == f"##### A · {plain(firsts[seed])}"
         with_context = "<context>" in str(engine.chat_model.calls[-2]["messages"][-1].content)
         assert with_context == (firsts[seed] == ON)  # A streamed first, and it is the configuration named A
+
+
+def test_a_question_drawn_from_a_set_and_an_added_configuration_are_voted_on(engine, cache_dir, tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    lines = [
+        {"id": "r1", "question": QUESTION, "answer": "5 days", "must_include": ["5"], "source": "refunds.md",
+         "kind": "fact"},
+        {"id": "p1", "question": "What does Growth cost?", "answer": "$49", "must_include": ["49"],
+         "source": "plans.md", "kind": "fact"},
+    ]  # fmt: skip
+    qa.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    arena.SEED = 11
+    rng = random.Random(11)
+    expected_question = rng.choice(lines)
+    top_two = AnswerOptions(top_k=2, adapter="support")
+    expected = arena.draw(rng, [AnswerOptions(use_retrieval=False), top_two])
+
+    app = AppTest.from_file(ARENA, default_timeout=30).run()
+    app.multiselect(key="arena_chosen").unselect(ON)
+    app.selectbox(key="arena_new_adapter").set_value("support")
+    app.slider(key="arena_new_top_k").set_value(2)
+    click(app, "Add")
+    assert app.multiselect(key="arena_chosen").value == [OFF, top_two.label]
+    app.text_input(key="arena_set").set_value(str(qa))
+    click(app, "Draw a question")
+    assert app.text_input(key="arena_question").value == expected_question["question"]
+    click(app, "Answer")
+    click(app, "Both bad")
+
+    vote = VoteStore(votes_path(Settings(cache_dir=cache_dir))).all()[0]
+    assert vote.question_id == expected_question["id"]
+    assert (vote.a.config, vote.b.config) == expected
+    assert [call["adapter"] for call in engine.chat_model.calls] == [o.adapter for o in expected]
+    tuned = vote.a if vote.a.config.adapter else vote.b
+    assert tuned.adapter == "support"  # its identity (no folder here to hash: the name)
+    assert len(tuned.answer["sources"]) == 2
+
+
+def test_a_vote_can_be_traced_and_asked_again(engine, cache_dir, kb_dir, store):  # noqa: F811
+    click(start_round(seed=0), "A is better")
+    vote = VoteStore(votes_path(Settings(cache_dir=cache_dir))).all()[0]
+    assert changed_since(engine, vote) == []
+
+    again = engine.answer(vote.question, **vote.a.config.kwargs())
+    assert again.use_retrieval == vote.a.config.use_retrieval
+
+    (kb_dir / "returns.md").write_text("# Returns\n\nReturn labels are free on the Pro plan.\n")
+    ingest_paths([kb_dir], Settings(), store=store, embeddings=FakeEmbeddings())
+    assert changed_since(engine, vote) == ["collection"]
+
+
+def test_a_locked_store_is_a_message_on_the_arena(use_engine, cache_dir):  # noqa: F811
+    use_engine(StoreLockedError("The local Qdrant store .ragtune/qdrant is in use by another process."))
+    app = AppTest.from_file(ARENA, default_timeout=30).run()
+    assert not app.exception
+    assert app.error[0].value.startswith("The local Qdrant store .ragtune/qdrant is in use")
+
+
+def test_questions_and_answers_render_no_images(hostile_engine, cache_dir):  # noqa: F811
+    app = start_round(seed=1, question=f"Refunds? ![q]({EVIL}/question.png)")
+    click(app, "Tie")
+    assert images_shown(app) == []
+    assert "question\\.png" in shown_text(app)  # shown as text
+    assert "answer.png" in shown_text(app)
