@@ -23,6 +23,7 @@ from test_app import (  # noqa: F401 (fixtures)
     use_engine,
 )
 
+from adapters.registry import AdapterInfo
 from chatbot.core.config import Settings
 from chatbot.core.errors import StoreLockedError
 from chatbot.eval.votes import VoteStore, changed_since, votes_path
@@ -189,3 +190,17 @@ def test_questions_and_answers_render_no_images(hostile_engine, cache_dir):  # n
     assert images_shown(app) == []
     assert "question\\.png" in shown_text(app)  # shown as text
     assert "answer.png" in shown_text(app)
+
+
+def test_the_offered_configurations_name_the_served_base_as_no_adapter():
+    adapters = [
+        AdapterInfo("support"),
+        AdapterInfo("broken", loaded=False),
+        AdapterInfo("support", served=True),
+        AdapterInfo("SmolLM2", served=True),
+    ]
+    offered = arena.offered(adapters, served_base="SmolLM2")
+    models = {(o.adapter, o.served) for o in offered}
+    assert models == {(None, False), ("support", False), ("support", True), (None, True)}
+    assert len(offered) == 2 * 4 * 3  # retrieval off/on x four models x three strategies
+    assert "retrieval off · served model · Zero-shot" in {o.label for o in offered}

@@ -21,15 +21,22 @@ SEED: int | None = None
 LETTERS = ("A", "B")
 
 
-def offered(adapters: list[AdapterInfo], *, top_k: int | None = None) -> list[AnswerOptions]:
+def offered(
+    adapters: list[AdapterInfo], *, served_base: str | None = None, top_k: int | None = None
+) -> list[AnswerOptions]:
     """The configurations to pick from: retrieval off/on x base model and each loaded adapter (local and served)
-    x every strategy, with retrieval reading `top_k` passages."""
+    x every strategy, with retrieval reading `top_k` passages.
+
+    The served base model (listed among the served adapters by its name, `served_base`) is no adapter: as in
+    `rag-eval`'s grid it is `adapter=None, served=True`, so both name it alike ("served model").
+    """
     loaded = [info for info in adapters if info.loaded]
+    served = [None if info.name == served_base else info.name for info in loaded if info.served]
     return options_grid(
         AnswerOptions(top_k=top_k),
         use_retrieval=(False, True),
         adapters=[None, *(info.name for info in loaded if not info.served)],
-        served_adapters=[info.name for info in loaded if info.served],
+        served_adapters=list(dict.fromkeys(served)),
         strategies=list(Strategy),
     )
 

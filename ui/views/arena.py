@@ -17,7 +17,7 @@ import streamlit as st
 from chatbot.core.errors import RagtuneError
 from chatbot.eval.questions import load_questions
 from chatbot.eval.ratings import leaderboard
-from chatbot.eval.votes import Outcome, VoteStore, record_vote, votes_path
+from chatbot.eval.votes import Outcome, VoteStore, record_vote, to_jsonl, votes_path
 from chatbot.options import AnswerOptions
 from ui import arena
 from ui.common import (
@@ -48,7 +48,8 @@ if store is None:
     st.stop()
 rng: random.Random = st.session_state.setdefault("arena_rng", random.Random(arena.SEED))
 adapters = loaded_adapters(engine)
-offered = {options.label: options for options in arena.offered(engine.adapters())}
+served_base = engine.served.model_name if engine.served is not None else None
+offered = {options.label: options for options in arena.offered(engine.adapters(), served_base=served_base)}
 offered |= st.session_state.setdefault("arena_added", {})
 st.session_state.setdefault("arena_chosen", [label for label, o in offered.items() if o.adapter is None][:2])
 # A chosen adapter can be gone (the server restarted without it): a multiselect value must be one of its options.
@@ -61,7 +62,7 @@ def add_configuration() -> None:
     info = adapters.get(st.session_state.arena_new_adapter)
     options = AnswerOptions(
         use_retrieval=st.session_state.arena_new_retrieval,
-        adapter=info and info.name,
+        adapter=None if info is None or (info.served and info.name == served_base) else info.name,
         served=bool(info and info.served),
         strategy=st.session_state.arena_new_strategy,
         top_k=st.session_state.arena_new_top_k,
@@ -165,7 +166,7 @@ if votes is not None:
     st.info(plain(board.note), icon=":material/leaderboard:")
     st.download_button(
         "Download the votes (jsonl)",
-        store.export_jsonl(),
+        to_jsonl(votes),
         file_name="votes.jsonl",
         mime="application/jsonl",
         on_click="ignore",
