@@ -31,6 +31,7 @@ from chatbot.core.errors import RagtuneError
 from chatbot.eval.report import Result
 from chatbot.eval.run import adapter_identity, run_identity
 from chatbot.options import AnswerOptions
+from chatbot.rag.retrieval import Hit
 
 if TYPE_CHECKING:
     from chatbot.answer import Answer
@@ -113,7 +114,7 @@ class Side:
                 "text": answer.text,
                 "abstained": answer.abstained,
                 "citations_added": list(answer.citations_added),
-                "sources": [{name: hit.to_json()[name] for name in kept} for hit in answer.sources],
+                "sources": [{name: shown[name] for name in kept} for shown in map(Hit.to_json, answer.sources)],
                 "timings": {name: round(seconds, 4) for name, seconds in answer.timings.items()},
             },
         )
