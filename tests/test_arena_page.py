@@ -26,7 +26,8 @@ from test_app import (  # noqa: F401 (fixtures)
 from adapters.registry import AdapterInfo
 from chatbot.core.config import Settings
 from chatbot.core.errors import StoreLockedError
-from chatbot.eval.votes import VoteStore, changed_since, votes_path
+from chatbot.eval.vote_store import VoteStore, votes_path
+from chatbot.eval.votes import changed_since
 from chatbot.options import AnswerOptions
 from ingest.pipeline import ingest_paths
 from ui import arena

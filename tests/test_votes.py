@@ -16,7 +16,8 @@ from chatbot.cli.evaluate import main as rag_eval
 from chatbot.eval.disagree import disagreements
 from chatbot.eval.questions import load_questions
 from chatbot.eval.ratings import MIN_VOTES, fit, leaderboard
-from chatbot.eval.votes import Outcome, Side, Vote, VoteStore, VoteStoreError, read_jsonl, to_jsonl
+from chatbot.eval.vote_store import VoteStore
+from chatbot.eval.votes import Outcome, Side, Vote, VoteStoreError, read_jsonl, to_jsonl
 from chatbot.options import AnswerOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,8 @@ def test_sessions_voting_at_once_in_threads_lose_nothing(tmp_path):
 
 WRITER = """
 import sys
-from chatbot.eval.votes import Side, Vote, VoteStore
+from chatbot.eval.vote_store import VoteStore
+from chatbot.eval.votes import Side, Vote
 side = lambda label: Side({"label": label}, None, {"text": "", "abstained": False, "citations_added": [], "sources": []})
 store = VoteStore(sys.argv[1])
 sys.stdin.readline()  # start together

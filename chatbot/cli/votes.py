@@ -17,7 +17,7 @@ def report_votes(votes_file: Path, questions_file: Path, *, as_json: bool = Fals
     """Print where people and the metrics disagree; the exit code (0, or 1 for an unreadable file)."""
     from chatbot.eval.disagree import disagreements
     from chatbot.eval.questions import load_questions
-    from chatbot.eval.votes import load_votes
+    from chatbot.eval.vote_store import load_votes
 
     try:
         questions = load_questions(questions_file)

@@ -17,7 +17,8 @@ import streamlit as st
 from chatbot.core.errors import RagtuneError
 from chatbot.eval.questions import load_questions
 from chatbot.eval.ratings import leaderboard
-from chatbot.eval.votes import Outcome, VoteStore, record_vote, to_jsonl, votes_path
+from chatbot.eval.vote_store import VoteStore, votes_path
+from chatbot.eval.votes import Outcome, record_vote, to_jsonl
 from chatbot.options import AnswerOptions
 from ui import arena
 from ui.common import (
