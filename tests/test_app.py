@@ -29,7 +29,7 @@ from ui import common, uploads
 
 UI = Path(__file__).resolve().parents[1] / "ui"
 APP, COMPARE, KB, EVALUATE = (
-    str(UI / name) for name in ("app.py", "pages/compare.py", "pages/knowledge_base.py", "pages/evaluate.py")
+    str(UI / name) for name in ("app.py", "views/compare.py", "views/knowledge_base.py", "views/evaluate.py")
 )
 PAGES = {
     "refunds.md": "# Refunds\n\nRefunds for unused labels take 5 business days to reach your postage wallet.\n",

@@ -1,7 +1,9 @@
 """The real app end to end: `streamlit run ui/app.py` on 127.0.0.1 with the bundled models, driven in headless Chromium.
 
 One question on the Chat page (the streamed answer and its sources), then one on the
-Compare page (four cells), then the Knowledge base page. Screenshots land in the test's tmp_path.
+Compare page (four cells), then the Knowledge base page. On a second, fresh server: a bookmarked
+/compare as its first request (inside the app's navigation), then one blind vote in the Arena.
+Screenshots land in the test's tmp_path.
 """
 
 from __future__ import annotations
@@ -160,5 +162,48 @@ def test_chat_and_compare_in_a_real_browser(app_url, tmp_path):
             documents = page.get_by_test_id("stMetric").filter(has_text="Documents")
             expect(documents).to_contain_text(str(len(KB_PAGES)))
             page.screenshot(path=str(tmp_path / "knowledge_base.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (apt-get install chromium)")
+def test_a_bookmarked_page_opens_in_the_app_and_the_arena_votes_blind(app_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{app_url}/compare")  # the server's first request: a bookmark
+            page.get_by_label("Question").wait_for(timeout=120_000)  # the first visit loads the models
+            # Streamlit's own page list would name the files ("app", "compare", "knowledge base").
+            links = [text.strip() for text in page.get_by_test_id("stSidebarNavLink").all_inner_texts()]
+            shown = " | ".join(links)
+            for title in ("Chat", "Compare", "Arena", "Knowledge base", "Evaluate"):
+                assert title in shown, shown
+            assert "app" not in links and "knowledge base" not in shown, shown
+
+            page.get_by_role("link", name="Arena").click()
+            question = page.get_by_label("Question", exact=True)
+            question.wait_for(timeout=30_000)
+            type_into(page, question, QUESTION)
+            page.get_by_role("button", name="Answer", exact=True).click()
+            better = page.get_by_role("button", name="A is better")
+            better.wait_for(timeout=2 * ANSWER_SECONDS * 1000)  # shown once both answers are in
+            sides = page.locator("[class*='st-key-arena-side-']")
+            assert sides.count() == 2
+            assert "retrieval" not in sides.nth(0).inner_text() + sides.nth(1).inner_text()  # blind
+            better.click()
+            expect(page.get_by_text("Vote stored: A is better.")).to_be_visible(timeout=30_000)
+            expect(sides.nth(0)).to_contain_text("A · retrieval")  # named only now
+            expect(page.get_by_test_id("stDataFrame")).to_be_visible()
+            assert page.get_by_test_id("stException").count() == 0
+            page.screenshot(path=str(tmp_path / "arena.png"), full_page=True)
         finally:
             browser.close()

@@ -31,7 +31,7 @@ from ui.common import (
 )
 from ui.safe_markdown import plain, safe_markdown
 
-SETTING_KEYS = ("use_retrieval", "adapter", "strategy", "top_k", "mode")
+SETTING_KEYS = ("use_retrieval", "adapter", "strategy", "top_k", "mode", "arena_chosen", "arena_question", "arena_set")
 
 
 def chat() -> None:
@@ -153,9 +153,10 @@ keep_settings()
 navigation = st.navigation(
     [
         st.Page(chat, title="Chat", icon=":material/forum:", default=True),
-        st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
-        st.Page("pages/knowledge_base.py", title="Knowledge base", icon=":material/library_books:"),
-        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+        st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
+        st.Page("views/arena.py", title="Arena", icon=":material/how_to_vote:"),
+        st.Page("views/knowledge_base.py", title="Knowledge base", icon=":material/library_books:"),
+        st.Page("views/evaluate.py", title="Evaluate", icon=":material/analytics:"),
     ]
 )
 try:

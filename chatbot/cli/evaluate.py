@@ -44,6 +44,7 @@ Examples:
   rag-eval data/kb_qa.jsonl --grid retrieval,adapter,strategy --strategies zero-shot,cot --json
   rag-eval --compare runs/before runs/after                (two report folders: what moved, is it noise)
   rag-eval --compare runs/one --configs "base model" support-rag   (two configurations of one run)
+  rag-eval data/kb_qa.jsonl --votes votes.jsonl   (the Arena page's votes against the metrics)
 """
 
 
@@ -164,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --compare: this configuration of A against this one of B, each a label or a part of exactly one "
         '("base model", "support-rag"); default: every label both runs share',
     )
+    parser.add_argument(
+        "--votes",
+        type=Path,
+        metavar="FILE",
+        help="no run: read the Arena page's votes (its .jsonl export or votes.sqlite) and show, per pair of "
+        "configurations, where people and the metrics of QA.jsonl disagree",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     return parser
 
@@ -180,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--configs goes with --compare")
     if args.questions is None:
         parser.error("give a question set (QA.jsonl), or two runs to compare with --compare A B")
+    if args.votes is not None:
+        from chatbot.cli.votes import report_votes
+
+        return report_votes(args.votes, Path(args.questions), as_json=args.json)
     try:
         settings = Settings.from_env()
     except SettingsError as error:
