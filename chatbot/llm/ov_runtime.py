@@ -11,10 +11,11 @@ The prompt is tokenized by the model's own Hugging Face tokenizer and the genera
 it (`LocalRuntime`), so both runtimes read and write the same tokens.
 
 An adapter card's `first_token_bias` (which lowers the refusal's first token) has no logits processor
-here. It can only change the greedy first token when that token is a biased one, and since the biases
-only lower, the biased argmax is among the k+1 likeliest tokens (k biased ones): a one-token beam
-search of k+1 beams gives exactly those with their log-probabilities. The first token is chosen from
-them, and generation goes on after it (one more pass over the prompt).
+here. It can only change the greedy first token when that token is a biased one: generation runs as
+usual, and only when its first token is biased does it stop there. Since the biases only lower, the
+biased argmax is then among the k+1 likeliest tokens (k biased ones): a one-token beam search of k+1
+beams gives exactly those with their log-probabilities. The first token is chosen from them, and
+generation goes on after it (two more passes over the prompt, for those answers only).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,12 +171,16 @@ class OpenVinoChatModel(LocalRuntime):
         return config
 
     def _produce(self, ids: list[int], options: CallOptions, end_ids: list[int], emit: Emit) -> None:
-        if bias := self._bias_ids(options.adapter):
-            first = self._biased_first_token(ids, options, end_ids, bias)
-            if not emit(first) or first in end_ids or options.max_new_tokens == 1:
-                return
-            ids, options = [*ids, first], _fewer(options)
-        self.pipeline.generate(_inputs(ids), self._config(options, end_ids), _Streamer(emit))
+        bias = self._bias_ids(options.adapter)
+        self._check_bias(bias, options)
+        first = _Streamer(emit, hold=bias)  # a biased first token is held back: it may not be greedy's choice
+        self.pipeline.generate(_inputs(ids), self._config(options, end_ids), first)
+        if first.held is None:
+            return
+        chosen = self._biased_first_token(ids, options, end_ids, bias)
+        if not emit(chosen) or chosen in end_ids or options.max_new_tokens == 1:
+            return
+        self.pipeline.generate(_inputs([*ids, chosen]), self._config(_fewer(options), end_ids), _Streamer(emit))
 
     def stream_many(
         self, batch: Sequence[Sequence[BaseMessage]], stop: list[str] | None = None, **kwargs: Any
@@ -207,26 +212,33 @@ class OpenVinoChatModel(LocalRuntime):
         return streams
 
     def _generate_batch(self, prompts: list[list[int]], options: CallOptions, end_ids: list[int]) -> list[list[int]]:
-        firsts: list[list[int]] = [[] for _ in prompts]
-        if bias := self._bias_ids(options.adapter):  # the first token of each, chosen as `_produce` chooses it
-            firsts = [[self._biased_first_token(ids, options, end_ids, bias)] for ids in prompts]
-            if options.max_new_tokens == 1:
-                return firsts
-            options = _fewer(options)
-        going = [i for i, first in enumerate(firsts) if not first or first[0] not in end_ids]
-        result = self.pipeline.generate(
-            _padded([prompts[i] + firsts[i] for i in going]), self._config(options, end_ids)
-        )
-        rest = dict(zip(going, result.tokens, strict=True))
-        return [firsts[i] + list(rest.get(i, [])) for i in range(len(prompts))]
+        bias = self._bias_ids(options.adapter)
+        self._check_bias(bias, options)
+        generated = [
+            list(tokens) for tokens in self.pipeline.generate(_padded(prompts), self._config(options, end_ids)).tokens
+        ]
+        for i, tokens in enumerate(generated):  # a biased first token: chosen again, as `_produce` chooses it
+            if not tokens or tokens[0] not in bias:
+                continue
+            chosen = self._biased_first_token(prompts[i], options, end_ids, bias)
+            if chosen == tokens[0]:
+                continue  # the bias was not enough: greedy's own answer stands
+            rest = []
+            if chosen not in end_ids and options.max_new_tokens > 1:
+                config = self._config(_fewer(options), end_ids)
+                rest = list(self.pipeline.generate(_inputs([*prompts[i], chosen]), config).tokens[0])
+            generated[i] = [chosen, *rest]
+        return generated
 
-    def _biased_first_token(self, ids: list[int], options: CallOptions, end_ids: list[int], bias: dict) -> int:
-        """The first token greedy decoding picks once `bias` is added (see the module docstring)."""
-        if options.temperature > 0:
+    def _check_bias(self, bias: dict[int, float], options: CallOptions) -> None:
+        if bias and options.temperature > 0:
             raise InvalidOptionError(
                 f"Adapter {options.adapter!r} has a first_token_bias, which OpenVINO applies to greedy answers "
                 "only: use temperature 0, or RAG_LLM_RUNTIME=transformers."
             )
+
+    def _biased_first_token(self, ids: list[int], options: CallOptions, end_ids: list[int], bias: dict) -> int:
+        """The first token greedy decoding picks once `bias` is added (see the module docstring)."""
         width = len(bias) + 1
         config = self._config(options, end_ids, max_new_tokens=1, num_beams=width, num_return_sequences=width)
         found = self.pipeline.generate(_inputs(ids), config)
@@ -251,14 +263,23 @@ def _padded(prompts: list[list[int]]) -> Any:
 
 
 class _Streamer(genai.StreamerBase):
-    """Hands each generated token id to `emit`; stops generation when it says so."""
+    """Hands each generated token id to `emit`, and stops generation when it says so.
 
-    def __init__(self, emit: Emit) -> None:
+    A first token in `hold` is kept back in `held` and ends generation there: the caller decides it.
+    """
+
+    def __init__(self, emit: Emit, hold: Collection[int] = ()) -> None:
         super().__init__()
-        self.emit = emit
+        self.emit, self.hold = emit, hold
+        self.started, self.held = False, None
 
     def write(self, token: int | list[int]) -> Any:
         for one in token if isinstance(token, list) else [token]:
+            if not self.started:
+                self.started = True
+                if one in self.hold:
+                    self.held = one
+                    return genai.StreamingStatus.STOP
             if not self.emit(one):
                 return genai.StreamingStatus.STOP
         return genai.StreamingStatus.RUNNING
