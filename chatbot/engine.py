@@ -177,14 +177,14 @@ class ChatEngine:
         """
         prepared = [self.prepare(question, (), options) for question in questions]
         asked = [p for p in prepared if p.abstain_reason is None]
-        streams: list[list[Any]] = []
-        if asked:
-            first = asked[0]
-            streams = first.model.stream_many([p.messages for p in asked], adapter=first.model_adapter, stop=STOP)
-        replies = dict(zip(map(id, asked), streams, strict=True))
+        replies = iter(
+            asked[0].model.stream_many([p.messages for p in asked], adapter=asked[0].model_adapter, stop=STOP)
+            if asked
+            else []
+        )
         answers = []
         for item in prepared:
-            *_, answer = self._stream(item, replies.get(id(item)))
+            *_, answer = self._stream(item, None if item.abstain_reason else next(replies))
             answers.append(answer)
         return answers
 

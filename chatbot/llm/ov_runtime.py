@@ -105,7 +105,7 @@ class OpenVinoChatModel(LocalRuntime):
     loras: dict[str, LoraAdapter] = Field(default_factory=dict, exclude=True, repr=False)
     eos_ids: list[int] = Field(default_factory=list)
     weights: dict[str, Any] = Field(default_factory=dict)  # what identifies the weights (eval cache key)
-    # builds the same model on the transformers runtime, for what needs the logits (the probe, calibration)
+    # builds the same model on the transformers runtime, for what needs the logits (the probe)
     scorer: Callable[[], LocalChatModel] | None = Field(default=None, exclude=True, repr=False)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _scoring: LocalChatModel | None = PrivateAttr(default=None)
@@ -125,10 +125,6 @@ class OpenVinoChatModel(LocalRuntime):
     def answer_loss(self, messages: list[dict[str, str]], answer: str, *, adapter: str | None = None) -> float:
         """The answer's loss, measured on the transformers runtime (GenAI returns no logits)."""
         return self._scorer().answer_loss(messages, answer, adapter=adapter)
-
-    def next_token_logprobs(self, messages: Sequence[BaseMessage], *, adapter: str | None = None) -> Any:
-        """The first token's log-probabilities, from the transformers runtime (see `LocalChatModel`)."""
-        return self._scorer().next_token_logprobs(messages, adapter=adapter)
 
     def _scorer(self) -> LocalChatModel:
         if self.scorer is None:
