@@ -141,6 +141,23 @@ def test_adapters_switch_per_call_and_the_base_model_comes_back(ov_chat):
         ov_chat.invoke(QUESTION, adapter="c")
 
 
+def test_each_adapters_pipeline_gives_plain_greedy_tokens_whatever_ran_before(ov_chat):
+    # Each adapter's pipeline keeps a prefix cache and decodes by prompt lookup; the reference is plain greedy
+    # decoding with the adapter applied per call and no cache. Running the same prompt on the base model first
+    # must not hand its cached keys to the adapter (it did when one pipeline's cache served every adapter).
+    from chatbot.llm.ov_runtime import _inputs
+
+    def plain(messages, adapter):
+        call = ov_chat.call_options({"adapter": adapter, "max_new_tokens": 12})
+        with ov_chat._hold(adapter):
+            config = ov_chat._beam_config(call, ov_chat._end_token_ids())
+            return list(ov_chat._beam_pipeline().generate(_inputs(ov_chat._prompt_ids(messages)), config).tokens[0])
+
+    for messages in PROMPTS[:4]:
+        for adapter in (None, "a", "b", None, "a"):
+            assert _ids(ov_chat, messages, adapter=adapter, max_new_tokens=12) == plain(messages, adapter)
+
+
 @pytest.mark.parametrize("adapter", [None, "a", "b"])
 @pytest.mark.parametrize("messages", [QUESTION, OTHER], ids=["question", "other"])
 def test_the_first_token_is_the_one_peft_would_pick_at_peft_scale(ov_chat, reference, adapter, messages):
