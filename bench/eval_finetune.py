@@ -88,14 +88,15 @@ class Recipe:
 
 
 GRID = (
-    Recipe("top 1, lr 5e-5", layers=1),
+    Recipe("top 1, lr 1e-4", layers=1, lr=1e-4),
     Recipe("top 2, lr 2e-5", lr=2e-5),
     Recipe("top 2, lr 5e-5"),
     Recipe("top 2, lr 1e-4", lr=1e-4),
-    Recipe("top 2, lr 5e-5, headings only", kinds=("heading",)),
-    Recipe("top 2, lr 5e-5, sentences only", kinds=("sentence",)),
+    Recipe("top 2, lr 2e-4", lr=2e-4),
+    Recipe("top 2, lr 1e-4, headings only", lr=1e-4, kinds=("heading",)),
+    Recipe("top 2, lr 1e-4, sentences only", lr=1e-4, kinds=("sentence",)),
 )
-CHOSEN = GRID[2]  # picked on the tuning halves of both KBs (`--sweep`)
+CHOSEN = GRID[6]  # the one recipe above the bundled MRR on data/kb's tuning half (`--sweep`); plausible's must agree
 CONTROL = Recipe("control: no training", layers=0, lr=0.0)
 
 
@@ -302,6 +303,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the markdown section to this file")
     parser.add_argument("--sweep", action="store_true", help="also run the recipe grid (tuning halves only)")
     parser.add_argument("--kb", choices=list(KBS), action="append", help="only this KB (repeatable; default: both)")
+    parser.add_argument(
+        "--recipe", choices=[r.name for r in GRID], action="append", help="with --sweep: only this grid recipe"
+    )
     args = parser.parse_args()
 
     import torch
@@ -331,13 +335,14 @@ def main() -> None:
             load_s = time.perf_counter() - started
             encoder.check([_embed_text(p.payload) for p in base.points[:16]] + [q.text for q in questions["tune"][:16]])
             encoder.cache.clear()  # so the chosen recipe, run first, pays for its frozen layers in full
-            for recipe in (CHOSEN, CONTROL, *(r for r in GRID if r is not CHOSEN and args.sweep)):
+            for recipe in (CHOSEN, CONTROL, *(r for r in GRID if r is not CHOSEN and _picked(r, args))):
                 spent = fine_tune(encoder, base.points, recipe)
                 tuned, embed_s = reembedded(base, encoder)
                 halves = ("tune",) if recipe in GRID and recipe is not CHOSEN else HALVES
                 embeddings = CachedEmbeddings(TunedEmbeddings(encoder))
                 for config, half, metrics, cut in measure(tuned, embeddings, questions, halves):
                     cells = [name, half, f"{recipe.name}, {config}", *_cells(metrics), f"{cut:.3f}"]
+                    print(cells, flush=True)  # a long sweep's rows survive an interruption
                     if halves == HALVES:
                         rows.append(cells)
                     if args.sweep and half == "tune" and recipe is not CONTROL:
@@ -348,6 +353,10 @@ def main() -> None:
                 timing.append([name, recipe.name, *counts, *(f"{v:.1f}" for v in (*seconds, total))])
                 print(timing[-1], flush=True)
     emit("\n".join(_section(rows, timing, sweep_rows)), args.out)
+
+
+def _picked(recipe: Recipe, args: argparse.Namespace) -> bool:
+    return args.sweep and (not args.recipe or recipe.name in args.recipe)
 
 
 def _cells(metrics: dict[str, float]) -> list[str]:
