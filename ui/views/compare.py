@@ -105,22 +105,11 @@ for done, (box, cell) in enumerate(slots, 1):
 if progress is not None:
     progress.empty()
 
-left, right = st.columns(2)
-left.download_button(
-    "Download Markdown",
-    to_markdown(question, cells),
-    file_name="comparison.md",
-    mime="text/markdown",
-    on_click="ignore",
-    icon=":material/download:",
-    width="stretch",
+downloads = (
+    ("Download Markdown", to_markdown(question, cells), "comparison.md", "text/markdown"),
+    ("Download JSON", to_json(question, cells), "comparison.json", "application/json"),
 )
-right.download_button(
-    "Download JSON",
-    to_json(question, cells),
-    file_name="comparison.json",
-    mime="application/json",
-    on_click="ignore",
-    icon=":material/download:",
-    width="stretch",
-)
+for column, (label, data, file_name, mime) in zip(st.columns(2), downloads, strict=True):
+    column.download_button(
+        label, data, file_name=file_name, mime=mime, on_click="ignore", icon=":material/download:", width="stretch"
+    )
